@@ -1,0 +1,1 @@
+//! The Kubernetes API of the operator: custom resource types and their conditions.

@@ -1,0 +1,1 @@
+//! The Azure ML REST client: the only code that knows URLs, api-versions and wire JSON.

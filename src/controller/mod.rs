@@ -1,0 +1,1 @@
+//! Controllers: one per kind, each a pure `decide` plus a thin async reconcile shell.

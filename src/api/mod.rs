@@ -3,9 +3,14 @@
 //! Nothing here talks to Kubernetes or Azure; these are the types `kubectl explain` documents.
 
 pub mod conditions;
+// kube's `#[kube(printcolumn(...))]` repeats `type_ = "string"` across columns by design.
+#[allow(clippy::duplicated_attributes)]
 pub mod finetunejob;
+#[allow(clippy::duplicated_attributes)]
 pub mod modelregistration;
+#[allow(clippy::duplicated_attributes)]
 pub mod onlineendpoint;
+#[allow(clippy::duplicated_attributes)]
 pub mod workspace;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

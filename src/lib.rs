@@ -5,3 +5,5 @@
 pub mod api;
 pub mod azure;
 pub mod controller;
+pub mod metrics;
+pub mod telemetry;

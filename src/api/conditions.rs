@@ -241,7 +241,8 @@ mod tests {
             observed_generation: Some(1),
             last_transition_time: at(5),
         };
-        let c = compute(std::slice::from_ref(&extra), &Health::ready(reasons::SERVING, "ok"), Some(1), &at(10));
+        let c =
+            compute(std::slice::from_ref(&extra), &Health::ready(reasons::SERVING, "ok"), Some(1), &at(10));
         assert_eq!(c.len(), 4);
         assert_eq!(find(&c, "SmokeTestPassed"), Some(&extra));
     }

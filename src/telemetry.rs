@@ -1,0 +1,27 @@
+//! Logging: human-readable for a terminal and the demo, JSON lines in production.
+
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for log collectors).
+    Json,
+    /// Human-readable text.
+    #[default]
+    Text,
+}
+
+/// Installs the global subscriber. `RUST_LOG` overrides the default filter.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,kube_runtime=warn,kube_client=warn,azure_core=warn"));
+    let registry = tracing_subscriber::registry().with(filter);
+    // A second init (for example in tests) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Json => {
+            registry.with(fmt::layer().json().flatten_event(true).with_current_span(false)).try_init()
+        }
+        LogFormat::Text => registry.with(fmt::layer().with_target(false)).try_init(),
+    };
+}

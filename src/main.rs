@@ -1,12 +1,20 @@
 //! The `azureml-operator` command line.
 #![forbid(unsafe_code)]
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use prometheus_client::registry::Registry;
 
 use azureml_operator::api;
+use azureml_operator::azure::{AzureMl, ClientOptions};
+use azureml_operator::controller::{self, Context, policy::Policy};
+use azureml_operator::metrics::{self, HealthState, Metrics};
+use azureml_operator::telemetry::{self, LogFormat};
 
 #[derive(Parser, Debug)]
 #[command(name = "azureml-operator", version, about)]
@@ -17,8 +25,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the operator.
-    Run,
+    /// Run the operator against the cluster in KUBECONFIG (or the in-cluster service account).
+    Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML, or write one file per kind into a directory.
     Crd {
         /// Write `<crd name>.yaml` files into this directory instead of printing.
@@ -29,11 +37,40 @@ enum Command {
     Invoke,
 }
 
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of the /metrics, /healthz and /readyz server.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Multiplies every poll and resync interval; below 1 for the time-compressed emulator.
+    #[arg(long, env = "INTERVAL_SCALE", default_value_t = 1.0)]
+    interval_scale: f64,
+    /// Timeout of one Azure HTTP request, in seconds.
+    #[arg(long, env = "AZURE_REQUEST_TIMEOUT", default_value_t = 30)]
+    azure_request_timeout: u64,
+    /// Take a Lease before reconciling, so only one replica acts at a time.
+    #[arg(long, env = "LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "azureml-operator")]
+    lease_name: String,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd { out_dir } => print_crds(out_dir),
-        Command::Run | Command::Invoke => Err("this command is not available in this build yet".into()),
+        Command::Run(args) => tokio_main(run(args)),
+        Command::Invoke => Err("this command is not available in this build yet".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,6 +81,15 @@ fn main() -> ExitCode {
     }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn tokio_main<F: std::future::Future<Output = Result<(), BoxError>>>(
+    f: F,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(f).map_err(|e| e as Box<dyn std::error::Error>)
+}
+
 fn print_crds(out_dir: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
     for crd in api::crds() {
         let yaml = api::crd_yaml(&crd)?;
@@ -52,5 +98,68 @@ fn print_crds(out_dir: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>
             None => print!("---\n{yaml}"),
         }
     }
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> Result<(), BoxError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    telemetry::init(args.log_format);
+    let client = kube::Client::try_default().await?;
+
+    let metrics = Arc::new(Metrics::default());
+    let azure = AzureMl::new(ClientOptions {
+        request_timeout: Duration::from_secs(args.azure_request_timeout),
+        ..ClientOptions::default()
+    });
+    let mut registry = Registry::with_prefix("azureml_operator");
+    metrics.register(&mut registry);
+    azure.metrics().register(&mut registry);
+    let health = HealthState::new(registry);
+    tokio::spawn({
+        let health = health.clone();
+        async move {
+            if let Err(e) = metrics::serve(args.metrics_addr, health).await {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        }
+    });
+
+    if args.leader_election {
+        let namespace = args
+            .lease_namespace
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".to_owned());
+        let identity =
+            std::env::var("POD_NAME").unwrap_or_else(|_| format!("azureml-operator-{}", std::process::id()));
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+            .with_namespace(&namespace)
+            .with_identity(&identity)
+            .with_duration(15)
+            .with_grace(5)
+            .build()
+            .await?;
+        let (mut leader, _task) = manager.watch().await;
+        tracing::info!(lease = %args.lease_name, %namespace, %identity, "waiting to become the leader");
+        while !*leader.borrow_and_update() {
+            leader.changed().await?;
+        }
+        tracing::info!("became the leader; starting controllers");
+        // Losing the lease means another replica may already act: stop at once and let Kubernetes restart us.
+        tokio::spawn(async move {
+            loop {
+                if leader.changed().await.is_err() || !*leader.borrow() {
+                    tracing::error!("lost the leader lease; exiting");
+                    std::process::exit(1);
+                }
+            }
+        });
+    }
+
+    let policy = Policy::scaled(args.interval_scale);
+    let ctx = Arc::new(Context::new(client, azure, policy, metrics));
+    health.set_ready(true);
+    tracing::info!(namespace = args.namespace.as_deref().unwrap_or("<all>"), "azureml-operator started");
+    controller::run_all(ctx, args.namespace).await;
+    tracing::info!("azureml-operator stopped");
     Ok(())
 }

@@ -1,2 +1,256 @@
-//! Controllers: one per kind, each a pure `decide` plus a thin async reconcile shell.
+//! Controllers: one per kind, each a pure `decide` plus a thin async reconcile shell that observes,
+//! acts (at most one Azure mutation per pass) and reports status.
+
+pub mod connection;
+pub mod finetunejob;
+pub mod modelregistration;
 pub mod policy;
+pub mod workspace;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::conditions::{self, Health};
+use crate::azure::{self, AzureMl};
+use crate::metrics::Metrics;
+use policy::{FailureCounter, Policy};
+
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "azureml-operator";
+
+/// What every reconciler shares.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Azure ML client (throttle buckets, credential caches, metrics).
+    pub azure: AzureMl,
+    /// Requeue intervals.
+    pub policy: Policy,
+    /// Operator metrics.
+    pub metrics: Arc<Metrics>,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Consecutive failures per object, for per-object backoff.
+    pub failures: FailureCounter,
+}
+
+/// Errors of the reconcile shells. Expected outcomes (a bad spec, Azure refusing a request) are not
+/// errors: they become a Stalled condition. These are the failures worth retrying.
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("{step}: {source}")]
+    Kube {
+        step: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    /// An Azure call failed in a way that is worth retrying.
+    #[error("{step}: {source}")]
+    Azure {
+        step: &'static str,
+        #[source]
+        source: azure::Error,
+    },
+    /// The object lacks a field the API server always sets.
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+/// Result alias of the controller layer.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Static category, for metric labels and event reasons.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Kube { .. } => "KubernetesError",
+            Self::Azure { source, .. } => source.reason(),
+            Self::MissingField(_) => "InvalidObject",
+            Self::Finalizer(_) => "FinalizerError",
+        }
+    }
+
+    /// How long Azure asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Azure { source, .. } => match source.class() {
+                azure::ErrorClass::Transient { retry_after }
+                | azure::ErrorClass::Throttled { retry_after } => retry_after,
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Wraps a Kubernetes error with the step that failed.
+    pub fn kube(step: &'static str) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Self::Kube { step, source }
+    }
+
+    /// Wraps an Azure error with the step that failed.
+    pub fn azure(step: &'static str) -> impl FnOnce(azure::Error) -> Self {
+        move |source| Self::Azure { step, source }
+    }
+}
+
+impl From<kube::runtime::finalizer::Error<Error>> for Error {
+    fn from(e: kube::runtime::finalizer::Error<Error>) -> Self {
+        Self::Finalizer(Box::new(e))
+    }
+}
+
+/// The retry decision for a failed pass: back off per object (exponential, jittered, Retry-After wins).
+pub fn error_policy<K: Resource>(kind: &'static str, obj: &K, error: &Error, ctx: &Context) -> Action {
+    let uid = obj.meta().uid.as_deref().unwrap_or_default();
+    let failures = ctx.failures.failed(uid);
+    ctx.metrics.reconcile_failed(kind, error.reason());
+    let wait = ctx.policy.backoff(failures, error.retry_after());
+    tracing::warn!(
+        kind,
+        namespace = obj.meta().namespace.as_deref().unwrap_or_default(),
+        name = obj.meta().name.as_deref().unwrap_or_default(),
+        failures,
+        retry_in_ms = wait.as_millis() as u64,
+        error = %error_chain(error),
+        "reconcile failed; retrying"
+    );
+    Action::requeue(wait)
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Writes `status` with server-side apply under the operator's field manager.
+pub async fn patch_status<K>(client: &Client, obj: &K, status: &impl Serialize) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let ns = obj.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::kube("write status"))?;
+    Ok(())
+}
+
+/// Publishes an Event when the outcome differs from what the old conditions said (a transition), never on
+/// a repeat. Failures to publish are logged, not fatal: events are informative.
+pub async fn publish_transition<K>(ctx: &Context, obj: &K, old: &[Condition], health: &Health)
+where
+    K: Resource<DynamicType = ()>,
+{
+    let previous = conditions::find(old, conditions::READY);
+    let stalled_before = conditions::find(old, conditions::STALLED).is_some_and(|c| c.status == "True");
+    let unchanged = previous.is_some_and(|p| {
+        p.reason == health.reason()
+            && (p.status == "True") == health.is_ready()
+            && stalled_before == health.is_stalled()
+    });
+    if unchanged {
+        return;
+    }
+    let event = Event {
+        type_: if health.is_stalled() { EventType::Warning } else { EventType::Normal },
+        reason: health.reason().to_owned(),
+        note: Some(truncate(health.message(), 1024)),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not publish event");
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// True when the user asked the operator to let go of the resource without touching Azure
+/// (annotation `azureml-operator.io/reconcile-policy: detach`).
+pub fn is_detached<K: Resource>(obj: &K) -> bool {
+    obj.meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::api::RECONCILE_POLICY_ANNOTATION))
+        .is_some_and(|v| v == "detach")
+}
+
+impl Context {
+    /// A context with a fresh event recorder.
+    pub fn new(client: Client, azure: AzureMl, policy: Policy, metrics: Arc<Metrics>) -> Self {
+        let reporter = kube::runtime::events::Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            azure,
+            policy,
+            metrics,
+            failures: FailureCounter::default(),
+        }
+    }
+}
+
+/// Runs every controller until shutdown. `namespace` limits them to one namespace (`None`: all).
+pub async fn run_all(ctx: Arc<Context>, namespace: Option<String>) {
+    tokio::join!(
+        workspace::run(ctx.clone(), namespace.clone()),
+        modelregistration::run(ctx.clone(), namespace.clone()),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("short", 10), "short");
+        let long = "é".repeat(600);
+        let t = truncate(&long, 1024);
+        assert!(t.len() <= 1024 && t.ends_with("..."));
+    }
+}

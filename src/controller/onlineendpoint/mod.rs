@@ -88,7 +88,10 @@ fn failure(target: &str, e: &azure::Error) -> Health {
             e.message()
         )
     } else {
-        format!("Azure failed {what}{code}: {}; fix the spec or the cause in Azure and re-apply", e.message())
+        format!(
+            "Azure rejected {what}{code}: {}; fix the spec or the cause in Azure and re-apply",
+            e.message()
+        )
     };
     let reason = match (quota, target == decide::ENDPOINT_TARGET) {
         (true, _) => reasons::QUOTA_EXCEEDED,
@@ -986,4 +989,99 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .run(reconcile, |oe, e, ctx| super::error_policy(KIND, &*oe, e, &ctx), ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::azure::ApiError;
+
+    fn api_error(status: u16, code: &str, message: &str) -> azure::Error {
+        azure::Error::from(ApiError {
+            operation: "put_online_deployment",
+            status,
+            code: Some(code.into()),
+            message: message.into(),
+            target: None,
+            request_id: None,
+            retry_after: None,
+        })
+    }
+
+    fn stalled(reason: &str, generation: i64, at: i64) -> Vec<Condition> {
+        let health = Health::stalled(
+            HELD_REASONS.iter().find(|r| **r == reason).copied().unwrap_or(reasons::SMOKE_TEST_FAILED),
+            "Azure rejected deployment demo",
+        );
+        conditions::compute(&[], &health, Some(generation), &Time(jiff::Timestamp::from_second(at).unwrap()))
+    }
+
+    /// Quota failures are QuotaExceeded, other deployment failures DeploymentFailed, endpoint failures
+    /// AzureRejected; each message carries Azure's own words.
+    #[test]
+    fn failures_are_classified_by_target_and_code() {
+        let quota = failure("deployment/demo", &api_error(200, "OutOfQuota", "Not enough quota for NCSv3"));
+        assert_eq!(quota.reason(), reasons::QUOTA_EXCEEDED);
+        assert!(quota.is_stalled() && quota.message().contains("Not enough quota for NCSv3"));
+        assert!(quota.message().contains("deployment demo"));
+        let failed =
+            failure("deployment/demo", &api_error(200, "InferenceServerCrashed", "container exited"));
+        assert_eq!(failed.reason(), reasons::DEPLOYMENT_FAILED);
+        let endpoint = failure(decide::ENDPOINT_TARGET, &api_error(400, "UserError", "bad traffic"));
+        assert_eq!(endpoint.reason(), reasons::AZURE_REJECTED);
+        assert!(endpoint.message().contains("bad traffic"));
+    }
+
+    /// A failure stays held for a resync period of its own generation, then may be retried.
+    #[test]
+    fn failures_are_held_for_one_resync_of_their_generation() {
+        let resync = Duration::from_secs(600);
+        let now = jiff::Timestamp::from_second(10_000).unwrap();
+        let held = held_failure(&stalled(reasons::QUOTA_EXCEEDED, 3, 9_900), Some(3), now, resync);
+        assert_eq!(held.map(|h| h.reason()), Some(reasons::QUOTA_EXCEEDED));
+        assert!(held_failure(&stalled(reasons::QUOTA_EXCEEDED, 3, 9_000), Some(3), now, resync).is_none());
+        assert!(held_failure(&stalled(reasons::QUOTA_EXCEEDED, 2, 9_900), Some(3), now, resync).is_none());
+        // A failed smoke test is not an Azure failure: nothing to hold.
+        assert!(held_failure(&stalled(reasons::SMOKE_TEST_FAILED, 3, 9_900), Some(3), now, resync).is_none());
+        let ready = conditions::compute(
+            &[],
+            &Health::ready(reasons::SERVING, "ok"),
+            Some(3),
+            &Time(jiff::Timestamp::from_second(9_900).unwrap()),
+        );
+        assert!(held_failure(&ready, Some(3), now, resync).is_none());
+    }
+
+    /// The smoke-test condition keeps its transition time while its status holds.
+    #[test]
+    fn smoke_condition_transition_time() {
+        let t = |s| Time(jiff::Timestamp::from_second(s).unwrap());
+        let mut list = Vec::new();
+        set_condition(
+            &mut list,
+            SMOKE_TEST_CONDITION,
+            Some(("True", reasons::SUCCEEDED, "ok".into())),
+            Some(1),
+            &t(10),
+        );
+        set_condition(
+            &mut list,
+            SMOKE_TEST_CONDITION,
+            Some(("True", reasons::SUCCEEDED, "ok 2".into())),
+            Some(2),
+            &t(20),
+        );
+        assert_eq!(list.len(), 1);
+        assert_eq!((list[0].last_transition_time.clone(), list[0].message.as_str()), (t(10), "ok 2"));
+        set_condition(
+            &mut list,
+            SMOKE_TEST_CONDITION,
+            Some(("False", reasons::SMOKE_TEST_FAILED, "500".into())),
+            Some(2),
+            &t(30),
+        );
+        assert_eq!(list[0].last_transition_time, t(30));
+        set_condition(&mut list, SMOKE_TEST_CONDITION, None, Some(2), &t(40));
+        assert!(list.is_empty());
+    }
 }

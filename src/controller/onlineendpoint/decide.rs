@@ -356,7 +356,21 @@ fn describe_split(m: &BTreeMap<String, u32>) -> String {
 
 /// Pure: from what was seen to the one step to take now.
 pub fn decide(spec: &OnlineEndpointSpec, obs: &Observed) -> Plan {
-    let plan = decide_inner(spec, obs);
+    let mut plan = decide_inner(spec, obs);
+    // Drift is reported on the pass that first sees it (the last one that knows the resource was
+    // Ready), even when putting it back takes several passes: deployments first, traffic after.
+    if obs.was_ready
+        && let Some(ep) = &obs.endpoint
+        && !(same_split(&split(&spec.traffic), &ep.traffic)
+            && same_split(&split(&spec.mirror_traffic), &ep.mirror_traffic))
+    {
+        plan.drift.push(format!(
+            "traffic of endpoint {} was {} in Azure; restoring {}",
+            obs.endpoint_name,
+            describe_split(&ep.traffic),
+            describe_split(&split(&spec.traffic))
+        ));
+    }
     // A failure Azure reported for this generation is not retried until a resync has passed: keep the
     // Stalled condition and send nothing, unless the spec now asks for something else.
     match (&obs.hold, &plan.step) {
@@ -589,13 +603,6 @@ fn decide_inner(spec: &OnlineEndpointSpec, obs: &Observed) -> Plan {
                 )),
                 Requeue::Operation(None),
             );
-            if obs.was_ready {
-                drift.push(format!(
-                    "traffic of endpoint {name} was {} in Azure; restoring {}",
-                    describe_split(&ep.traffic),
-                    describe_split(&want_traffic)
-                ));
-            }
             plan.drift = drift;
             return plan;
         }
@@ -956,6 +963,28 @@ mod tests {
         let p = decide(&s, &o);
         assert_eq!(put_names(&p), ["demo"]);
         assert!(p.drift[0].contains("instanceCount"), "{:?}", p.drift);
+    }
+
+    /// Traffic and a deployment drifted together: both are reported on the first pass, which restores
+    /// the deployment (traffic follows once it has succeeded again).
+    #[test]
+    fn simultaneous_drift_is_reported_at_once() {
+        let s = two_deployments(serde_json::json!({"blue": 100}));
+        let mut green = deployment("green", "Succeeded", &s);
+        green.instance_count = Some(3);
+        let mut o = with(
+            observed(&s),
+            endpoint("Succeeded", &[("blue", 20), ("green", 80)]),
+            vec![deployment("blue", "Succeeded", &s), green],
+        );
+        o.was_ready = true;
+        let p = decide(&s, &o);
+        assert_eq!(put_names(&p), ["green"]);
+        assert_eq!(p.drift.len(), 2, "{:?}", p.drift);
+        assert!(
+            p.drift.iter().any(|d| d.contains("traffic"))
+                && p.drift.iter().any(|d| d.contains("instanceCount"))
+        );
     }
 
     /// A new model version (ModelRegistration rolled) updates the deployment; that is a rollout, not drift.

@@ -637,18 +637,21 @@ async fn report(
     Ok(status)
 }
 
+/// One Event for everything put back in this pass: kube's recorder folds repeats of a reason into a
+/// series that keeps the first note, so separate events would hide all but one difference.
 async fn publish_drift(ctx: &Context, oe: &OnlineEndpoint, drift: &[String]) {
-    for note in drift {
-        let event = Event {
-            type_: EventType::Normal,
-            reason: DRIFT_CORRECTED.to_owned(),
-            note: Some(truncate(note, 1024)),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &oe.object_ref(&())).await {
-            tracing::warn!(error = %e, "could not publish event");
-        }
+    if drift.is_empty() {
+        return;
+    }
+    let event = Event {
+        type_: EventType::Normal,
+        reason: DRIFT_CORRECTED.to_owned(),
+        note: Some(truncate(&drift.join("; "), 1024)),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &oe.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not publish event");
     }
 }
 

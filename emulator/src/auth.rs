@@ -78,8 +78,8 @@ pub(crate) fn verify(shared: &Shared, token: &str) -> Result<Claims, TokenError>
     let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
     let now = Timestamp::now();
     let expired_by_admin = shared
-        .world()
         .tokens
+        .lock()
         .expire_before
         .is_some_and(|cut| claims.iat_ms <= cut.as_millisecond());
     if claims.exp <= now.as_second() || expired_by_admin {
@@ -164,10 +164,8 @@ fn fmt_secs(secs: i64) -> String {
 
 /// Issues an Azure AD token for a principal and audience.
 fn issue(shared: &Shared, object_id: &str, client_id: &str, audience: &str) -> (String, i64) {
-    let (tenant, lifetime) = {
-        let world = shared.world();
-        (world.tenant_id.clone(), world.tokens.lifetime_secs)
-    };
+    let tenant = shared.world().tenant_id.clone();
+    let lifetime = shared.tokens.lock().lifetime_secs;
     let now = Timestamp::now();
     let claims = Claims {
         aud: audience.to_string(),
@@ -505,9 +503,4 @@ pub(crate) fn cloud_metadata(shared: &Arc<Shared>, req: &Req) -> Response {
         }));
     }
     ok(&json!([cloud]))
-}
-
-/// The 401 reply of protected data-plane routes (registry, MLflow), in ARM's shape.
-pub(crate) fn unauthorized_response(err: ApiError) -> Response {
-    err.into_response()
 }

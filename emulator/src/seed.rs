@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use crate::Config;
 use crate::state::{
     Compute, ErrorInfo, Principal, Provisioning, Registry, RegistryComponent, RegistryComponentVersion,
-    RegistryModel, RegistryModelVersion, TokenPolicy, VmSize, Workspace, World,
+    RegistryModel, RegistryModelVersion, VmSize, Workspace, World,
 };
 
 /// The subscription and resource group that hold the `azureml` system registry (Microsoft-owned in Azure).
@@ -22,7 +22,7 @@ fn ts(text: &str) -> Timestamp {
 
 impl World {
     /// The seeded world described in `emulator/README.md`.
-    pub(crate) fn seeded(config: &Config, _https_url: &str) -> Self {
+    pub(crate) fn seeded(config: &Config, https_url: &str) -> Self {
         let seeds = &config.seeds;
         let workspace = Workspace {
             subscription: seeds.subscription_id.clone(),
@@ -64,13 +64,13 @@ impl World {
         vm_sizes.insert(seeds.location.to_ascii_lowercase(), vm_size_list());
         Self {
             scale: config.time_scale,
+            https_url: https_url.to_string(),
             tenant_id: seeds.tenant_id.clone(),
             principals: vec![Principal {
                 client_id: seeds.client_id.clone(),
                 client_secret: seeds.client_secret.clone(),
                 object_id: "00000000-0000-0000-0000-0000000000dd".into(),
             }],
-            tokens: TokenPolicy { lifetime_secs: config.token_lifetime_secs as i64, expire_before: None },
             workspaces: vec![workspace],
             vm_sizes,
             registries: vec![azureml_registry(&seeds.registry, &seeds.location)],

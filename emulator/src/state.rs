@@ -18,6 +18,9 @@ pub(crate) struct Shared {
     /// Key signing the emulator's access tokens; random per start so tokens never outlive an emulator.
     pub token_key: ring::hmac::Key,
     pub world: Mutex<World>,
+    /// Token issuing policy. Locked on its own (never while waiting for `world`) because token checks
+    /// run while a handler holds the world.
+    pub tokens: Mutex<TokenPolicy>,
     pub log: Mutex<RequestLog>,
     pub faults: Mutex<Faults>,
     pub throttle: Mutex<Throttle>,
@@ -30,12 +33,14 @@ impl Shared {
             .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, uuid::Uuid::new_v4().as_bytes()));
         let world = World::seeded(&config, &https_url);
         let throttle = Throttle::new(config.throttle.clone());
+        let tokens = TokenPolicy::new(&config);
         Self {
             config,
             https_url,
             http_url,
             token_key,
             world: Mutex::new(world),
+            tokens: Mutex::new(tokens),
             log: Mutex::new(RequestLog::default()),
             faults: Mutex::new(Faults::default()),
             throttle: Mutex::new(throttle),
@@ -53,6 +58,7 @@ impl Shared {
     pub(crate) fn reset(&self) {
         *self.world.lock() = World::seeded(&self.config, &self.https_url);
         self.throttle.lock().reset();
+        *self.tokens.lock() = TokenPolicy::new(&self.config);
     }
 }
 
@@ -413,12 +419,19 @@ pub(crate) struct TokenPolicy {
     pub expire_before: Option<Timestamp>,
 }
 
+impl TokenPolicy {
+    pub(crate) fn new(config: &Config) -> Self {
+        Self { lifetime_secs: config.token_lifetime_secs as i64, expire_before: None }
+    }
+}
+
 /// Every emulated resource.
 pub(crate) struct World {
     pub scale: f64,
+    /// The HTTPS base URL, for URIs the world hands out (scoring URIs).
+    pub https_url: String,
     pub tenant_id: String,
     pub principals: Vec<Principal>,
-    pub tokens: TokenPolicy,
     pub workspaces: Vec<Workspace>,
     pub vm_sizes: BTreeMap<String, Vec<VmSize>>,
     pub registries: Vec<Registry>,

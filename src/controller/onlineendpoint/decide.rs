@@ -385,6 +385,29 @@ pub fn decide(spec: &OnlineEndpointSpec, obs: &Observed) -> Plan {
 
 fn decide_inner(spec: &OnlineEndpointSpec, obs: &Observed) -> Plan {
     let name = &obs.endpoint_name;
+    // The CRD's CEL rules say the same; checked here too so a spec that slipped past them (an older
+    // CRD, a rule the API server could not afford) stalls with a message instead of waiting forever.
+    let listed: BTreeSet<&str> = spec.deployments.iter().map(|d| d.name.as_str()).collect();
+    let unknown: BTreeSet<String> = spec
+        .traffic
+        .keys()
+        .chain(spec.mirror_traffic.keys())
+        .filter(|k| !listed.contains(k.as_str()))
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Plan::new(
+            Step::None,
+            Health::stalled(
+                reasons::INVALID_PARAMETER,
+                format!(
+                    "spec.traffic or spec.mirrorTraffic names {}, which spec.deployments does not list; list it or remove its share",
+                    list(&unknown)
+                ),
+            ),
+            Requeue::Resync,
+        );
+    }
     let mut in_flight: BTreeSet<String> = BTreeSet::new();
     let mut failures: BTreeMap<String, Health> = BTreeMap::new();
     let mut next_poll: Option<Duration> = None;
@@ -546,7 +569,6 @@ fn decide_inner(spec: &OnlineEndpointSpec, obs: &Observed) -> Plan {
         }
         puts.push(DeploymentPut { name: d.name.clone(), spec: desired, action });
     }
-    let listed: BTreeSet<&str> = spec.deployments.iter().map(|d| d.name.as_str()).collect();
     let mut unlisted: Vec<String> = Vec::new();
     for (dep_name, o) in &obs.deployments {
         if listed.contains(dep_name.as_str()) {
@@ -1133,6 +1155,16 @@ mod tests {
         let p = decide(&s, &o);
         let Step::PutEndpoint { spec: e, .. } = &p.step else { panic!("{p:?}") };
         assert_eq!(e.traffic, BTreeMap::from([("demo".to_owned(), 100)]));
+    }
+
+    /// Traffic for a deployment the spec does not list stalls before anything is sent.
+    #[test]
+    fn traffic_for_an_unlisted_deployment_stalls() {
+        let s = spec(serde_json::json!({"traffic": {"demo": 50, "ghost": 50}}));
+        let p = decide(&s, &observed(&s));
+        assert_eq!(p.step, Step::None);
+        assert_eq!(p.health.reason(), reasons::INVALID_PARAMETER);
+        assert!(p.health.message().contains("ghost"), "{}", p.health.message());
     }
 
     /// An endpoint created outside with another auth mode cannot be fixed by a PUT: Stalled.

@@ -795,3 +795,94 @@ async fn model_registration_drives_rollouts() {
     assert!(stalled.message.contains("Standard_NC6s_v3"), "{}", stalled.message);
     assert!(h.requests("PUT", "/onlineEndpoints/notallowed/deployments/demo").await.is_empty());
 }
+
+/// A DELETE Azure refuses is not a silent hang: the resource shows Stalled DeleteFailed with Azure's
+/// message while it keeps its finalizer, and is released once Azure accepts the delete.
+#[tokio::test]
+async fn refused_delete_stalls_then_completes() {
+    let h = Harness::start("oep-delfail").await;
+    h.create("stuck", json!({"deployments": [deployment("demo", PHI3_V15)], "traffic": {"demo": 100}})).await;
+    h.wait_ready("stuck").await;
+    let fault = h
+        .admin(
+            reqwest::Method::POST,
+            "/_emulator/faults",
+            Some(json!({
+                "method": "DELETE",
+                "pathRegex": "/onlineEndpoints/stuck$",
+                "status": 403,
+                "body": {"error": {"code": "AuthorizationFailed", "message": "The client has no authorization to perform action 'delete' over scope 'stuck'."}}
+            })),
+        )
+        .await;
+    h.endpoints().delete("stuck", &DeleteParams::default()).await.expect("delete");
+    let oe = h
+        .wait_endpoint("stuck", "DeleteFailed", |oe| {
+            condition(oe, conditions::STALLED)
+                .is_some_and(|c| c.status == "True" && c.reason == reasons::DELETE_FAILED)
+        })
+        .await;
+    let message = &condition(&oe, conditions::STALLED).unwrap().message;
+    assert!(message.contains("no authorization to perform action 'delete'"), "{message}");
+    assert!(
+        oe.finalizers().iter().any(|f| f == api::FINALIZER),
+        "released while Azure still has the endpoint"
+    );
+    assert!(h.azure_endpoint("stuck").await.is_some());
+
+    let id = fault["id"].as_str().expect("fault id");
+    h.admin(reqwest::Method::DELETE, &format!("/_emulator/faults/{id}"), None).await;
+    h.wait_gone("stuck").await;
+    assert!(h.azure_endpoint("stuck").await.is_none());
+}
+
+/// Transient Azure errors (503 on the deployment PUT) are retried with backoff and never surface as a
+/// condition or a Warning event.
+#[tokio::test]
+async fn transient_errors_are_retried_quietly() {
+    let h = Harness::start("oep-transient").await;
+    h.admin(
+        reqwest::Method::POST,
+        "/_emulator/faults",
+        Some(json!({"method": "PUT", "pathRegex": "/deployments/demo$", "status": 503, "times": 2})),
+    )
+    .await;
+    h.create("flaky", json!({"deployments": [deployment("demo", PHI3_V15)], "traffic": {"demo": 100}})).await;
+    let oe = h.wait_ready("flaky").await;
+    assert_eq!(h.requests("PUT", "/deployments/demo").await.len(), 3, "two refused, one accepted");
+    let stalled = condition(&oe, conditions::STALLED).unwrap();
+    let first_seen = condition(&oe, conditions::RECONCILING).unwrap();
+    assert_eq!(stalled.status, "False");
+    assert!(
+        stalled.last_transition_time.0 <= first_seen.last_transition_time.0,
+        "Stalled flipped on the way"
+    );
+    let warnings: Vec<Event> = Api::<Event>::namespaced(h.client.clone(), &h.ns)
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}
+
+/// With its Workspace gone there is nothing in Azure the operator can reach: the resource is released
+/// without a DELETE (the endpoint stays in Azure, as it would in a deleted workspace).
+#[tokio::test]
+async fn missing_workspace_releases() {
+    let mut h = Harness::start("oep-nows").await;
+    h.create("orphan", json!({"deployments": [deployment("demo", PHI3_V15)], "traffic": {"demo": 100}}))
+        .await;
+    h.wait_ready("orphan").await;
+    h.kill();
+    Api::<Workspace>::namespaced(h.client.clone(), &h.ns)
+        .delete("default", &DeleteParams::default())
+        .await
+        .expect("workspace deleted");
+    h.endpoints().delete("orphan", &DeleteParams::default()).await.expect("delete");
+    h.start_controllers();
+    h.wait_gone("orphan").await;
+    assert!(h.requests("DELETE", "/onlineEndpoints/orphan").await.is_empty());
+}

@@ -10,7 +10,9 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::http::{ApiError, empty, json_response, method_not_allowed, ok, page, system_data};
-use crate::state::{Deployment, Endpoint, ErrorInfo, OperationKind, Outcome, Provisioning, ResourceRef, Workspace, World};
+use crate::state::{
+    Deployment, Endpoint, ErrorInfo, OperationKind, Outcome, Provisioning, ResourceRef, Workspace, World,
+};
 use crate::validate;
 use crate::workspace::{Ctx, async_operation_headers, invalid_resource_type, location_headers, only};
 
@@ -41,7 +43,12 @@ pub(crate) fn handle(ctx: &Ctx) -> Result<Response, ApiError> {
         ["onlineendpoints"] => {
             only(req, &Method::GET)?;
             let world = ctx.shared.world();
-            let items = world.endpoints.iter().filter(|e| e.ws == ctx.ws.key()).map(|e| render_endpoint(&world, &ctx.ws, e)).collect();
+            let items = world
+                .endpoints
+                .iter()
+                .filter(|e| e.ws == ctx.ws.key())
+                .map(|e| render_endpoint(&world, &ctx.ws, e))
+                .collect();
             Ok(ok(&page(req, items)))
         }
         ["onlineendpoints", _] => match req.method {
@@ -114,13 +121,18 @@ fn deployment_not_found(endpoint: &str, name: &str) -> ApiError {
 }
 
 fn find_deployment<'a>(e: &'a Endpoint, name: &str) -> Result<&'a Deployment, ApiError> {
-    e.deployments.iter().find(|d| d.name.eq_ignore_ascii_case(name)).ok_or_else(|| deployment_not_found(&e.name, name))
+    e.deployments
+        .iter()
+        .find(|d| d.name.eq_ignore_ascii_case(name))
+        .ok_or_else(|| deployment_not_found(&e.name, name))
 }
 
 fn busy(kind: &str, name: &str, state: &str) -> ApiError {
     ApiError::conflict(
         "Conflict",
-        format!("{kind} '{name}' is in provisioning state '{state}'; another operation is in progress. Retry when it ends."),
+        format!(
+            "{kind} '{name}' is in provisioning state '{state}'; another operation is in progress. Retry when it ends."
+        ),
     )
 }
 
@@ -187,7 +199,8 @@ pub(crate) fn render_deployment(ws: &Workspace, e: &Endpoint, d: &Deployment) ->
         }
         props[probe] = merged;
     }
-    let mut request = json!({"requestTimeout": "PT5S", "maxConcurrentRequestsPerInstance": 1, "maxQueueWait": "PT0.5S"});
+    let mut request =
+        json!({"requestTimeout": "PT5S", "maxConcurrentRequestsPerInstance": 1, "maxQueueWait": "PT0.5S"});
     if let Some(given) = props.get("requestSettings").and_then(Value::as_object) {
         for (k, v) in given {
             request[k] = v.clone();
@@ -197,7 +210,12 @@ pub(crate) fn render_deployment(ws: &Workspace, e: &Endpoint, d: &Deployment) ->
     if props.get("scaleSettings").is_none_or(Value::is_null) {
         props["scaleSettings"] = json!({"scaleType": "Default"});
     }
-    for (key, default) in [("appInsightsEnabled", json!(false)), ("egressPublicNetworkAccess", json!("Enabled")), ("environmentVariables", json!({})), ("properties", json!({}))] {
+    for (key, default) in [
+        ("appInsightsEnabled", json!(false)),
+        ("egressPublicNetworkAccess", json!("Enabled")),
+        ("environmentVariables", json!({})),
+        ("properties", json!({})),
+    ] {
         if props.get(key).is_none_or(Value::is_null) {
             props[key] = default;
         }
@@ -228,13 +246,21 @@ fn percent_map(value: Option<&Value>, target: &str) -> Result<BTreeMap<String, u
         Some(Value::Object(m)) => {
             for (k, v) in m {
                 let n = v.as_u64().filter(|n| *n <= 100).ok_or_else(|| {
-                    ApiError::validation(target, "InvalidTrafficValue", format!("Traffic for '{k}' must be an integer from 0 to 100; got {v}."))
+                    ApiError::validation(
+                        target,
+                        "InvalidTrafficValue",
+                        format!("Traffic for '{k}' must be an integer from 0 to 100; got {v}."),
+                    )
                 })?;
                 map.insert(k.clone(), n);
             }
         }
         Some(other) => {
-            return Err(ApiError::validation(target, "InvalidTrafficValue", format!("{target} must be an object; got {other}.")));
+            return Err(ApiError::validation(
+                target,
+                "InvalidTrafficValue",
+                format!("{target} must be an object; got {other}."),
+            ));
         }
     }
     Ok(map)
@@ -300,23 +326,36 @@ fn put_endpoint(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
         return Err(ApiError::validation(
             "properties.authMode",
             "InvalidEnumValue",
-            format!("The value '{auth_mode}' is not valid for authMode. Valid values: Key, AMLToken, AADToken."),
+            format!(
+                "The value '{auth_mode}' is not valid for authMode. Valid values: Key, AMLToken, AADToken."
+            ),
         ));
     }
-    let identity = body.get("identity").cloned().filter(|i| !i.is_null()).unwrap_or_else(|| json!({"type": "SystemAssigned"}));
+    let identity = body
+        .get("identity")
+        .cloned()
+        .filter(|i| !i.is_null())
+        .unwrap_or_else(|| json!({"type": "SystemAssigned"}));
     let identity_type = identity.get("type").and_then(Value::as_str).unwrap_or("");
     if !IDENTITY_TYPES.contains(&identity_type) {
         return Err(ApiError::validation(
             "identity.type",
             "InvalidEnumValue",
-            format!("The value '{identity_type}' is not valid for identity.type. Valid values: {}.", IDENTITY_TYPES.join(", ")),
+            format!(
+                "The value '{identity_type}' is not valid for identity.type. Valid values: {}.",
+                IDENTITY_TYPES.join(", ")
+            ),
         ));
     }
     let traffic = percent_map(props.get("traffic"), "properties.traffic")?;
     let mirror = percent_map(props.get("mirrorTraffic"), "properties.mirrorTraffic")?;
     let public = props.get("publicNetworkAccess").and_then(Value::as_str).unwrap_or("Enabled").to_string();
     if !["Enabled", "Disabled"].contains(&public.as_str()) {
-        return Err(ApiError::validation("properties.publicNetworkAccess", "InvalidEnumValue", "publicNetworkAccess must be Enabled or Disabled."));
+        return Err(ApiError::validation(
+            "properties.publicNetworkAccess",
+            "InvalidEnumValue",
+            "publicNetworkAccess must be Enabled or Disabled.",
+        ));
     }
 
     let now = Timestamp::now();
@@ -338,14 +377,17 @@ fn put_endpoint(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
         if in_subscription >= MAX_ENDPOINTS {
             return Err(ApiError::bad_request(
                 "QuotaExceeded",
-                format!("The subscription already has {MAX_ENDPOINTS} online endpoints in this region, the most allowed."),
+                format!(
+                    "The subscription already has {MAX_ENDPOINTS} online endpoints in this region, the most allowed."
+                ),
             ));
         }
     }
     let failure = world.take_failure("endpoint", name, None);
     let outcome = failure.map_or(Outcome::Succeeded, Outcome::Failed);
     let at = now + world.scaled(if exists { ENDPOINT_UPDATE } else { ENDPOINT_CREATE });
-    let op = world.new_operation(&ctx.ws.subscription, &ctx.ws.location, OperationKind::AsyncOperation, now, None);
+    let op =
+        world.new_operation(&ctx.ws.subscription, &ctx.ws.location, OperationKind::AsyncOperation, now, None);
     let tags = body.get("tags").cloned().filter(|t| !t.is_null()).unwrap_or_else(|| json!({}));
     let description = props.get("description").and_then(Value::as_str).map(str::to_string);
     let extra = props.get("properties").cloned().filter(Value::is_object).unwrap_or_else(|| json!({}));
@@ -481,7 +523,10 @@ fn delete_endpoint(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
         }
     }
     for dop in superseded {
-        let err = ErrorInfo::new("Canceled", format!("The operation was canceled because endpoint '{name}' is being deleted."));
+        let err = ErrorInfo::new(
+            "Canceled",
+            format!("The operation was canceled because endpoint '{name}' is being deleted."),
+        );
         world.finish_operation(&dop, now, Some(err));
     }
     Ok(location_headers(ctx, &world, empty(StatusCode::ACCEPTED), &op))
@@ -494,7 +539,10 @@ fn list_keys(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
         return Err(ApiError::validation(
             "authMode",
             "InvalidAuthMode",
-            format!("Keys are available only for endpoints with authMode Key; endpoint '{name}' uses {}.", e.auth_mode),
+            format!(
+                "Keys are available only for endpoints with authMode Key; endpoint '{name}' uses {}.",
+                e.auth_mode
+            ),
         ));
     }
     Ok(ok(&json!({"primaryKey": e.primary_key, "secondaryKey": e.secondary_key})))
@@ -506,7 +554,11 @@ fn regenerate_keys(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
         ApiError::validation("keyType", "Required", "The keyType field is required (Primary or Secondary).")
     })?;
     if !["Primary", "Secondary"].contains(&key_type) {
-        return Err(ApiError::validation("keyType", "InvalidEnumValue", format!("The value '{key_type}' is not valid for keyType. Valid values: Primary, Secondary.")));
+        return Err(ApiError::validation(
+            "keyType",
+            "InvalidEnumValue",
+            format!("The value '{key_type}' is not valid for keyType. Valid values: Primary, Secondary."),
+        ));
     }
     let value = body.get("keyValue").and_then(Value::as_str).map_or_else(new_key, str::to_string);
     let now = Timestamp::now();
@@ -514,7 +566,11 @@ fn regenerate_keys(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
     let due = now + world.scaled(10.0);
     let e = world.endpoint_mut(&ctx.ws.key(), name).ok_or_else(|| endpoint_not_found(name))?;
     if e.auth_mode != "Key" {
-        return Err(ApiError::validation("authMode", "InvalidAuthMode", format!("Endpoint '{name}' does not use keys.")));
+        return Err(ApiError::validation(
+            "authMode",
+            "InvalidAuthMode",
+            format!("Endpoint '{name}' does not use keys."),
+        ));
     }
     if key_type == "Primary" {
         e.primary_key = value;
@@ -536,7 +592,10 @@ fn aml_token(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
             return Err(ApiError::validation(
                 "authMode",
                 "InvalidAuthMode",
-                format!("Tokens are available only for endpoints with authMode AMLToken; endpoint '{name}' uses {}.", e.auth_mode),
+                format!(
+                    "Tokens are available only for endpoints with authMode AMLToken; endpoint '{name}' uses {}.",
+                    e.auth_mode
+                ),
             ));
         }
         format!("{}/{}", e.ws, e.name.to_ascii_lowercase())
@@ -563,9 +622,17 @@ fn check_duration(props: &Value, pointer: &str, target: &str) -> Result<Option<f
     match props.pointer(pointer) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => validate::iso_duration_secs(s).map(Some).ok_or_else(|| {
-            ApiError::validation(target, "InvalidDuration", format!("'{s}' is not an ISO 8601 duration (for example PT90S)."))
+            ApiError::validation(
+                target,
+                "InvalidDuration",
+                format!("'{s}' is not an ISO 8601 duration (for example PT90S)."),
+            )
         }),
-        Some(other) => Err(ApiError::validation(target, "InvalidDuration", format!("{target} must be an ISO 8601 duration string; got {other}."))),
+        Some(other) => Err(ApiError::validation(
+            target,
+            "InvalidDuration",
+            format!("{target} must be an ISO 8601 duration string; got {other}."),
+        )),
     }
 }
 
@@ -573,7 +640,11 @@ fn check_positive_int(props: &Value, pointer: &str, target: &str) -> Result<(), 
     match props.pointer(pointer) {
         None | Some(Value::Null) => Ok(()),
         Some(v) if v.as_u64().is_some_and(|n| n >= 1) => Ok(()),
-        Some(v) => Err(ApiError::validation(target, "InvalidValue", format!("{target} must be an integer of at least 1; got {v}."))),
+        Some(v) => Err(ApiError::validation(
+            target,
+            "InvalidValue",
+            format!("{target} must be an integer of at least 1; got {v}."),
+        )),
     }
 }
 
@@ -588,32 +659,48 @@ fn put_deployment(ctx: &Ctx, endpoint: &str, name: &str) -> Result<Response, Api
         _ => return Err(ApiError::validation("properties", "Required", "The properties field is required.")),
     };
     let compute_type = props.get("endpointComputeType").and_then(Value::as_str).ok_or_else(|| {
-        ApiError::validation("properties.endpointComputeType", "Required", "The endpointComputeType field is required.")
+        ApiError::validation(
+            "properties.endpointComputeType",
+            "Required",
+            "The endpointComputeType field is required.",
+        )
     })?;
     if !["Managed", "Kubernetes", "AzureMLCompute"].contains(&compute_type) {
         return Err(ApiError::validation(
             "properties.endpointComputeType",
             "InvalidEnumValue",
-            format!("The value '{compute_type}' is not valid for endpointComputeType. Valid values: Managed, Kubernetes, AzureMLCompute."),
+            format!(
+                "The value '{compute_type}' is not valid for endpointComputeType. Valid values: Managed, Kubernetes, AzureMLCompute."
+            ),
         ));
     }
     if compute_type != "Managed" {
         return Err(ApiError::validation(
             "properties.endpointComputeType",
             "NotSupported",
-            format!("Only Managed deployments can be created on a managed online endpoint; got '{compute_type}'."),
+            format!(
+                "Only Managed deployments can be created on a managed online endpoint; got '{compute_type}'."
+            ),
         ));
     }
     let model = props.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).ok_or_else(|| {
         ApiError::validation("properties.model", "Required", "The model field is required.")
     })?;
     let instance_type = props.get("instanceType").and_then(Value::as_str).ok_or_else(|| {
-        ApiError::validation("properties.instanceType", "Required", "The instanceType field is required for Managed deployments.")
+        ApiError::validation(
+            "properties.instanceType",
+            "Required",
+            "The instanceType field is required for Managed deployments.",
+        )
     })?;
     let capacity = match body.pointer("/sku/capacity") {
         None | Some(Value::Null) => 1,
         Some(v) => v.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
-            ApiError::validation("sku.capacity", "InvalidValue", format!("sku.capacity must be an integer of at least 1; got {v}."))
+            ApiError::validation(
+                "sku.capacity",
+                "InvalidValue",
+                format!("sku.capacity must be an integer of at least 1; got {v}."),
+            )
         })?,
     };
     if let Some(scale) = props.pointer("/scaleSettings/scaleType").and_then(Value::as_str)
@@ -622,7 +709,9 @@ fn put_deployment(ctx: &Ctx, endpoint: &str, name: &str) -> Result<Response, Api
         return Err(ApiError::validation(
             "properties.scaleSettings.scaleType",
             "InvalidEnumValue",
-            format!("The value '{scale}' is not valid for scaleType. Valid values: Default, TargetUtilization."),
+            format!(
+                "The value '{scale}' is not valid for scaleType. Valid values: Default, TargetUtilization."
+            ),
         ));
     }
     for probe in ["livenessProbe", "readinessProbe"] {
@@ -633,20 +722,33 @@ fn put_deployment(ctx: &Ctx, endpoint: &str, name: &str) -> Result<Response, Api
             check_positive_int(&props, &format!("/{probe}/{field}"), &format!("properties.{probe}.{field}"))?;
         }
     }
-    if let Some(timeout) = check_duration(&props, "/requestSettings/requestTimeout", "properties.requestSettings.requestTimeout")?
-        && timeout > MAX_REQUEST_TIMEOUT_SECS
+    if let Some(timeout) = check_duration(
+        &props,
+        "/requestSettings/requestTimeout",
+        "properties.requestSettings.requestTimeout",
+    )? && timeout > MAX_REQUEST_TIMEOUT_SECS
     {
         return Err(ApiError::validation(
             "properties.requestSettings.requestTimeout",
             "ValueOutOfRange",
-            format!("requestTimeout may be at most {MAX_REQUEST_TIMEOUT_SECS} seconds for managed online endpoints; got {timeout}."),
+            format!(
+                "requestTimeout may be at most {MAX_REQUEST_TIMEOUT_SECS} seconds for managed online endpoints; got {timeout}."
+            ),
         ));
     }
-    check_positive_int(&props, "/requestSettings/maxConcurrentRequestsPerInstance", "properties.requestSettings.maxConcurrentRequestsPerInstance")?;
+    check_positive_int(
+        &props,
+        "/requestSettings/maxConcurrentRequestsPerInstance",
+        "properties.requestSettings.maxConcurrentRequestsPerInstance",
+    )?;
     if let Some(env) = props.get("environmentVariables").filter(|v| !v.is_null()) {
         let ok = env.as_object().is_some_and(|m| m.values().all(Value::is_string));
         if !ok {
-            return Err(ApiError::validation("properties.environmentVariables", "InvalidValue", "environmentVariables must map names to strings."));
+            return Err(ApiError::validation(
+                "properties.environmentVariables",
+                "InvalidValue",
+                "environmentVariables must map names to strings.",
+            ));
         }
     }
 
@@ -674,7 +776,9 @@ fn put_deployment(ctx: &Ctx, endpoint: &str, name: &str) -> Result<Response, Api
         return Err(ApiError::validation(
             "properties.model",
             "ModelNotFound",
-            format!("Model '{model}' was not found. Use the ARM id of a workspace model version or a registry asset id."),
+            format!(
+                "Model '{model}' was not found. Use the ARM id of a workspace model version or a registry asset id."
+            ),
         ));
     }
     let size = world
@@ -695,7 +799,8 @@ fn put_deployment(ctx: &Ctx, endpoint: &str, name: &str) -> Result<Response, Api
         (None, None) => Outcome::Succeeded,
     };
     let at = now + world.scaled(if exists { DEPLOYMENT_UPDATE } else { DEPLOYMENT_CREATE });
-    let op = world.new_operation(&ctx.ws.subscription, &ctx.ws.location, OperationKind::AsyncOperation, now, None);
+    let op =
+        world.new_operation(&ctx.ws.subscription, &ctx.ws.location, OperationKind::AsyncOperation, now, None);
     let tags = body.get("tags").cloned().filter(|t| !t.is_null()).unwrap_or_else(|| json!({}));
     let sku = body.get("sku").cloned().filter(|s| !s.is_null()).unwrap_or_else(|| json!({"name": "Default"}));
     let mut stored = props.clone();
@@ -709,8 +814,11 @@ fn put_deployment(ctx: &Ctx, endpoint: &str, name: &str) -> Result<Response, Api
             d.tags = tags;
             d.sku = sku;
             // `properties.properties` is add-only.
-            let mut merged = d.properties.get("properties").cloned().filter(Value::is_object).unwrap_or_else(|| json!({}));
-            if let (Some(have), Some(add)) = (merged.as_object_mut(), stored.get("properties").and_then(Value::as_object)) {
+            let mut merged =
+                d.properties.get("properties").cloned().filter(Value::is_object).unwrap_or_else(|| json!({}));
+            if let (Some(have), Some(add)) =
+                (merged.as_object_mut(), stored.get("properties").and_then(Value::as_object))
+            {
                 for (k, v) in add {
                     have.insert(k.clone(), v.clone());
                 }
@@ -804,7 +912,11 @@ fn patch_deployment(ctx: &Ctx, endpoint: &str, name: &str) -> Result<Response, A
     let capacity = match body.pointer("/sku/capacity") {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
-            ApiError::validation("sku.capacity", "InvalidValue", format!("sku.capacity must be an integer of at least 1; got {v}."))
+            ApiError::validation(
+                "sku.capacity",
+                "InvalidValue",
+                format!("sku.capacity must be an integer of at least 1; got {v}."),
+            )
         })?),
     };
     let now = Timestamp::now();
@@ -828,10 +940,18 @@ fn patch_deployment(ctx: &Ctx, endpoint: &str, name: &str) -> Result<Response, A
         &ctx.ws.location,
         OperationKind::Location,
         now,
-        Some(ResourceRef::Deployment { ws: ws.clone(), endpoint: endpoint.to_string(), deployment: name.to_string() }),
+        Some(ResourceRef::Deployment {
+            ws: ws.clone(),
+            endpoint: endpoint.to_string(),
+            deployment: name.to_string(),
+        }),
     );
     let e = world.endpoint_mut(&ws, endpoint).ok_or_else(|| endpoint_not_found(endpoint))?;
-    let d = e.deployments.iter_mut().find(|d| d.name.eq_ignore_ascii_case(name)).ok_or_else(|| deployment_not_found(endpoint, name))?;
+    let d = e
+        .deployments
+        .iter_mut()
+        .find(|d| d.name.eq_ignore_ascii_case(name))
+        .ok_or_else(|| deployment_not_found(endpoint, name))?;
     if let Some(tags) = body.get("tags").filter(|t| t.is_object()) {
         d.tags = tags.clone();
     }
@@ -862,7 +982,8 @@ fn delete_deployment(ctx: &Ctx, endpoint: &str, name: &str) -> Result<Response, 
         return Ok(location_headers(ctx, &world, empty(StatusCode::ACCEPTED), &op));
     }
     let live = e.traffic.iter().find(|(k, v)| k.eq_ignore_ascii_case(name) && **v > 0).map(|(_, v)| *v);
-    let mirrored = e.mirror_traffic.iter().find(|(k, v)| k.eq_ignore_ascii_case(name) && **v > 0).map(|(_, v)| *v);
+    let mirrored =
+        e.mirror_traffic.iter().find(|(k, v)| k.eq_ignore_ascii_case(name) && **v > 0).map(|(_, v)| *v);
     if let Some(percent) = live.or(mirrored) {
         return Err(ApiError::validation(
             "name",
@@ -879,7 +1000,11 @@ fn delete_deployment(ctx: &Ctx, endpoint: &str, name: &str) -> Result<Response, 
     let at = now + world.scaled(DEPLOYMENT_DELETE);
     let op = world.new_operation(&ctx.ws.subscription, &ctx.ws.location, OperationKind::Location, now, None);
     let e = world.endpoint_mut(&ws, endpoint).ok_or_else(|| endpoint_not_found(endpoint))?;
-    let d = e.deployments.iter_mut().find(|d| d.name.eq_ignore_ascii_case(name)).ok_or_else(|| deployment_not_found(endpoint, name))?;
+    let d = e
+        .deployments
+        .iter_mut()
+        .find(|d| d.name.eq_ignore_ascii_case(name))
+        .ok_or_else(|| deployment_not_found(endpoint, name))?;
     d.prov.start("Deleting", at, Outcome::Removed, Some(op.clone()));
     Ok(location_headers(ctx, &world, empty(StatusCode::ACCEPTED), &op))
 }
@@ -891,12 +1016,16 @@ fn get_logs(ctx: &Ctx, endpoint: &str, name: &str) -> Result<Response, ApiError>
         return Err(ApiError::validation(
             "containerType",
             "InvalidEnumValue",
-            format!("The value '{container}' is not valid for containerType. Valid values: InferenceServer, StorageInitializer."),
+            format!(
+                "The value '{container}' is not valid for containerType. Valid values: InferenceServer, StorageInitializer."
+            ),
         ));
     }
     let tail = match body.get("tail") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().ok_or_else(|| ApiError::validation("tail", "InvalidValue", "tail must be a non-negative integer."))? as usize),
+        Some(v) => Some(v.as_u64().ok_or_else(|| {
+            ApiError::validation("tail", "InvalidValue", "tail must be a non-negative integer.")
+        })? as usize),
     };
     let world = ctx.shared.world();
     let e = world.endpoint(&ctx.ws.key(), endpoint).ok_or_else(|| endpoint_not_found(endpoint))?;
@@ -905,7 +1034,11 @@ fn get_logs(ctx: &Ctx, endpoint: &str, name: &str) -> Result<Response, ApiError>
     let lines: Vec<String> = match container {
         "StorageInitializer" => vec![
             format!("{} | Starting model download for {model}", d.created),
-            format!("{} | Downloaded model to /var/azureml-app/azureml-models/{}", d.created, model.replace(':', "/")),
+            format!(
+                "{} | Downloaded model to /var/azureml-app/azureml-models/{}",
+                d.created,
+                model.replace(':', "/")
+            ),
             format!("{} | Storage initializer finished", d.created),
         ],
         _ => {
@@ -918,7 +1051,9 @@ fn get_logs(ctx: &Ctx, endpoint: &str, name: &str) -> Result<Response, ApiError>
                     l.push(format!("{} | Model loaded; listening on port 31311", d.modified));
                     l.push(format!("{} | Readiness probe succeeded", d.modified));
                 }
-                ("Failed", Some(err)) => l.push(format!("{} | ERROR {}: {}", d.modified, err.code, err.message)),
+                ("Failed", Some(err)) => {
+                    l.push(format!("{} | ERROR {}: {}", d.modified, err.code, err.message))
+                }
                 (state, _) => l.push(format!("{} | Deployment is {state}", d.modified)),
             }
             l

@@ -12,7 +12,8 @@ use crate::validate;
 use crate::workspace::{Ctx, invalid_resource_type, only};
 
 /// Model types the service takes (the SDK's spellings and the spec examples' ones).
-const MODEL_TYPES: [&str; 6] = ["mlflow_model", "custom_model", "triton_model", "MLFlowModel", "CustomModel", "TritonModel"];
+const MODEL_TYPES: [&str; 6] =
+    ["mlflow_model", "custom_model", "triton_model", "MLFlowModel", "CustomModel", "TritonModel"];
 /// Fields a re-PUT of an existing version may change.
 const MUTABLE: [&str; 6] = ["description", "tags", "properties", "stage", "isArchived", "provisioningState"];
 
@@ -24,7 +25,8 @@ pub(crate) fn handle(ctx: &Ctx) -> Result<Response, ApiError> {
         1 => {
             only(req, &Method::GET)?;
             let world = ctx.shared.world();
-            let items = world.models.iter().filter(|m| m.ws == ws).map(|m| render_container(ctx, m)).collect();
+            let items =
+                world.models.iter().filter(|m| m.ws == ws).map(|m| render_container(ctx, m)).collect();
             Ok(ok(&page(req, items)))
         }
         2 => {
@@ -64,7 +66,11 @@ pub(crate) fn handle(ctx: &Ctx) -> Result<Response, ApiError> {
                 Method::GET => {
                     let world = ctx.shared.world();
                     let model = find(&world, &ws, &name)?;
-                    let v = model.versions.iter().find(|v| v.version == version).ok_or_else(|| version_not_found(&name, &version))?;
+                    let v = model
+                        .versions
+                        .iter()
+                        .find(|v| v.version == version)
+                        .ok_or_else(|| version_not_found(&name, &version))?;
                     Ok(ok(&render_version(ctx, model, v)))
                 }
                 Method::PUT => put_version(ctx, &name, &version),
@@ -149,12 +155,19 @@ fn put_version(ctx: &Ctx, name: &str, version: &str) -> Result<Response, ApiErro
         return Err(ApiError::validation(
             "properties.modelType",
             "InvalidEnumValue",
-            format!("The value '{model_type}' is not valid for modelType. Valid values: mlflow_model, custom_model, triton_model."),
+            format!(
+                "The value '{model_type}' is not valid for modelType. Valid values: mlflow_model, custom_model, triton_model."
+            ),
         ));
     }
-    let uri = props.get("modelUri").and_then(Value::as_str).filter(|u| !u.is_empty()).map(str::to_string).ok_or_else(|| {
-        ApiError::validation("properties.modelUri", "Required", "The modelUri field is required.")
-    })?;
+    let uri = props
+        .get("modelUri")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ApiError::validation("properties.modelUri", "Required", "The modelUri field is required.")
+        })?;
     let now = Timestamp::now();
     let ws = ctx.ws.key();
     let mut world = ctx.shared.world();
@@ -162,7 +175,13 @@ fn put_version(ctx: &Ctx, name: &str, version: &str) -> Result<Response, ApiErro
 
     props["modelType"] = json!(model_type);
     props["provisioningState"] = json!("Succeeded");
-    for (key, default) in [("isAnonymous", json!(false)), ("isArchived", json!(false)), ("tags", json!({})), ("properties", json!({})), ("flavors", json!({}))] {
+    for (key, default) in [
+        ("isAnonymous", json!(false)),
+        ("isArchived", json!(false)),
+        ("tags", json!({})),
+        ("properties", json!({})),
+        ("flavors", json!({})),
+    ] {
         if props.get(key).is_none_or(Value::is_null) {
             props[key] = default;
         }
@@ -174,7 +193,12 @@ fn put_version(ctx: &Ctx, name: &str, version: &str) -> Result<Response, ApiErro
         props["jobName"] = json!(job);
     }
 
-    let existing = world.models.iter().find(|m| m.ws == ws && m.name == name).and_then(|m| m.versions.iter().find(|v| v.version == version)).cloned();
+    let existing = world
+        .models
+        .iter()
+        .find(|m| m.ws == ws && m.name == name)
+        .and_then(|m| m.versions.iter().find(|v| v.version == version))
+        .cloned();
     if let Some(existing) = existing {
         let fixed = |p: &Value| {
             let mut p = p.clone();
@@ -198,24 +222,43 @@ fn put_version(ctx: &Ctx, name: &str, version: &str) -> Result<Response, ApiErro
             )
             .target("version"));
         }
-        let model = world.models.iter_mut().find(|m| m.ws == ws && m.name == name).ok_or_else(|| version_not_found(name, version))?;
-        let v = model.versions.iter_mut().find(|v| v.version == version).ok_or_else(|| version_not_found(name, version))?;
+        let model = world
+            .models
+            .iter_mut()
+            .find(|m| m.ws == ws && m.name == name)
+            .ok_or_else(|| version_not_found(name, version))?;
+        let v = model
+            .versions
+            .iter_mut()
+            .find(|v| v.version == version)
+            .ok_or_else(|| version_not_found(name, version))?;
         if v.properties != props {
             v.properties = props;
             v.modified = now;
         }
         let model = find(&world, &ws, name)?;
-        let v = model.versions.iter().find(|v| v.version == version).ok_or_else(|| version_not_found(name, version))?;
+        let v = model
+            .versions
+            .iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| version_not_found(name, version))?;
         return Ok(ok(&render_version(ctx, model, v)));
     }
 
-    let version_entry = ModelVersion { version: version.to_string(), properties: props, created: now, modified: now };
+    let version_entry =
+        ModelVersion { version: version.to_string(), properties: props, created: now, modified: now };
     match world.models.iter_mut().find(|m| m.ws == ws && m.name == name) {
         Some(model) => model.versions.push(version_entry),
-        None => world.models.push(Model { ws: ws.clone(), name: name.to_string(), versions: vec![version_entry] }),
+        None => {
+            world.models.push(Model { ws: ws.clone(), name: name.to_string(), versions: vec![version_entry] })
+        }
     }
     let model = find(&world, &ws, name)?;
-    let v = model.versions.iter().find(|v| v.version == version).ok_or_else(|| version_not_found(name, version))?;
+    let v = model
+        .versions
+        .iter()
+        .find(|v| v.version == version)
+        .ok_or_else(|| version_not_found(name, version))?;
     Ok(json_response(StatusCode::CREATED, &render_version(ctx, model, v)))
 }
 
@@ -230,19 +273,27 @@ fn check_uri(world: &World, ws: &str, uri: &str) -> Result<Option<String>, ApiEr
                 return Err(ApiError::validation(
                     "properties.modelUri",
                     "InvalidUri",
-                    format!("'{uri}' is not a job output URI (azureml://jobs/<job>/outputs/<output>[/paths/<path>])."),
+                    format!(
+                        "'{uri}' is not a job output URI (azureml://jobs/<job>/outputs/<output>[/paths/<path>])."
+                    ),
                 ));
             }
         };
         let job = world.job(ws, job_name).ok_or_else(|| {
-            ApiError::validation("properties.modelUri", "JobNotFound", format!("Job '{job_name}' of modelUri '{uri}' was not found."))
+            ApiError::validation(
+                "properties.modelUri",
+                "JobNotFound",
+                format!("Job '{job_name}' of modelUri '{uri}' was not found."),
+            )
         })?;
         let status = job.status_at(Timestamp::now());
         if status != "Completed" {
             return Err(ApiError::validation(
                 "properties.modelUri",
                 "JobNotCompleted",
-                format!("Job '{job_name}' is {status}; a model can be registered from its outputs only after it completed."),
+                format!(
+                    "Job '{job_name}' is {status}; a model can be registered from its outputs only after it completed."
+                ),
             ));
         }
         if !job.outputs.iter().any(|o| o == output) {
@@ -258,14 +309,22 @@ fn check_uri(world: &World, ws: &str, uri: &str) -> Result<Option<String>, ApiEr
         return if exists {
             Ok(None)
         } else {
-            Err(ApiError::validation("properties.modelUri", "AssetNotFound", format!("Model '{uri}' does not exist.")))
+            Err(ApiError::validation(
+                "properties.modelUri",
+                "AssetNotFound",
+                format!("Model '{uri}' does not exist."),
+            ))
         };
     }
     let known = ["azureml://", "https://", "http://", "wasbs://", "abfss://", "runs:/", "azureml:"];
     if known.iter().any(|p| uri.starts_with(p)) {
         Ok(None)
     } else {
-        Err(ApiError::validation("properties.modelUri", "InvalidUri", format!("'{uri}' is not a supported model URI.")))
+        Err(ApiError::validation(
+            "properties.modelUri",
+            "InvalidUri",
+            format!("'{uri}' is not a supported model URI."),
+        ))
     }
 }
 
@@ -290,5 +349,8 @@ pub(crate) fn reference_exists(world: &World, ws: &str, ws_arm_id: &str, referen
             _ => return false,
         }
     };
-    world.models.iter().any(|m| m.ws == ws && m.name == name && m.versions.iter().any(|v| v.version == version))
+    world
+        .models
+        .iter()
+        .any(|m| m.ws == ws && m.name == name && m.versions.iter().any(|v| v.version == version))
 }

@@ -24,17 +24,19 @@ pub(crate) fn handle(shared: &Arc<Shared>, req: &Req) -> Response {
     match (&req.method, action, req.lower.len()) {
         (&Method::POST, Some("score"), 3) => score(shared, req, &endpoint),
         (&Method::GET, Some("swagger.json"), 3) => swagger(shared, req, &endpoint),
-        (_, Some("score") | Some("swagger.json"), 3) => {
-            fail(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{} is not supported here.", req.method))
-        }
+        (_, Some("score") | Some("swagger.json"), 3) => fail(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("{} is not supported here.", req.method),
+        ),
         _ => fail(StatusCode::NOT_FOUND, "NotFound", format!("No scoring route '{}'.", req.path)),
     }
 }
 
-/// Checks the caller's credential against the endpoint's auth mode.
-fn authorize(shared: &Shared, req: &Req, endpoint: &crate::state::Endpoint) -> Result<(), Response> {
+/// Checks the caller's credential against the endpoint's auth mode: the refusal, or `None` to go on.
+fn authorize(shared: &Shared, req: &Req, endpoint: &crate::state::Endpoint) -> Option<Response> {
     let Some(token) = bearer(req) else {
-        return Err(fail(
+        return Some(fail(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
             "Authorization header is missing. Send 'Authorization: Bearer <key or token>'.",
@@ -44,18 +46,22 @@ fn authorize(shared: &Shared, req: &Req, endpoint: &crate::state::Endpoint) -> R
     match endpoint.auth_mode.as_str() {
         "Key" => {
             if token == endpoint.primary_key || token == endpoint.secondary_key {
-                Ok(())
+                None
             } else {
-                Err(denied("The key is not valid for this endpoint."))
+                Some(denied("The key is not valid for this endpoint."))
             }
         }
         "AMLToken" => {
             let key = format!("{}/{}", endpoint.ws, endpoint.name.to_ascii_lowercase());
             match verify(shared, token) {
-                Ok(claims) if claims.typ == "amltoken" && claims.endpoint.as_deref() == Some(key.as_str()) => Ok(()),
-                Ok(_) => Err(denied("The token is not an AML token for this endpoint.")),
-                Err(crate::auth::TokenError::Expired { .. }) => Err(denied("The token has expired.")),
-                Err(_) => Err(denied("The token is not valid.")),
+                Ok(claims)
+                    if claims.typ == "amltoken" && claims.endpoint.as_deref() == Some(key.as_str()) =>
+                {
+                    None
+                }
+                Ok(_) => Some(denied("The token is not an AML token for this endpoint.")),
+                Err(crate::auth::TokenError::Expired { .. }) => Some(denied("The token has expired.")),
+                Err(_) => Some(denied("The token is not valid.")),
             }
         }
         _ => {
@@ -63,13 +69,16 @@ fn authorize(shared: &Shared, req: &Req, endpoint: &crate::state::Endpoint) -> R
             match verify(shared, token) {
                 Ok(claims)
                     if claims.typ == "aad"
-                        && [ML_AUDIENCE.to_string(), base].contains(&claims.aud.trim_end_matches('/').to_ascii_lowercase()) =>
+                        && [ML_AUDIENCE.to_string(), base]
+                            .contains(&claims.aud.trim_end_matches('/').to_ascii_lowercase()) =>
                 {
-                    Ok(())
+                    None
                 }
-                Ok(claims) => Err(denied(&format!("The token audience '{}' is not {ML_AUDIENCE}.", claims.aud))),
-                Err(crate::auth::TokenError::Expired { .. }) => Err(denied("The token has expired.")),
-                Err(_) => Err(denied("The token is not valid.")),
+                Ok(claims) => {
+                    Some(denied(&format!("The token audience '{}' is not {ML_AUDIENCE}.", claims.aud)))
+                }
+                Err(crate::auth::TokenError::Expired { .. }) => Some(denied("The token has expired.")),
+                Err(_) => Some(denied("The token is not valid.")),
             }
         }
     }
@@ -79,9 +88,13 @@ fn score(shared: &Arc<Shared>, req: &Req, name: &str) -> Response {
     let (deployment, model, endpoint_name) = {
         let world = shared.world();
         let Some(endpoint) = world.endpoint_any(name) else {
-            return fail(StatusCode::NOT_FOUND, "EndpointNotFound", format!("Online endpoint '{name}' does not exist."));
+            return fail(
+                StatusCode::NOT_FOUND,
+                "EndpointNotFound",
+                format!("Online endpoint '{name}' does not exist."),
+            );
         };
-        if let Err(response) = authorize(shared, req, endpoint) {
+        if let Some(response) = authorize(shared, req, endpoint) {
             return response;
         }
         let chosen = match req.header("azureml-model-deployment").filter(|h| !h.is_empty()) {
@@ -114,7 +127,10 @@ fn score(shared: &Arc<Shared>, req: &Req, name: &str) -> Response {
             return fail(
                 StatusCode::FAILED_DEPENDENCY,
                 "DeploymentNotReady",
-                format!("Deployment '{}' is not ready to serve (provisioningState {}).", chosen.name, chosen.prov.state),
+                format!(
+                    "Deployment '{}' is not ready to serve (provisioningState {}).",
+                    chosen.name, chosen.prov.state
+                ),
             );
         }
         let model = model_label(chosen.properties.get("model").and_then(Value::as_str).unwrap_or(""));
@@ -122,7 +138,13 @@ fn score(shared: &Arc<Shared>, req: &Req, name: &str) -> Response {
     };
     let body: Value = match serde_json::from_slice(&req.body) {
         Ok(v) => v,
-        Err(err) => return fail(StatusCode::BAD_REQUEST, "BadRequest", format!("The request body is not valid JSON: {err}.")),
+        Err(err) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("The request body is not valid JSON: {err}."),
+            );
+        }
     };
     let reply = match chat_reply(&body, &deployment, &model) {
         Ok(text) => text,
@@ -164,14 +186,14 @@ fn chat_reply(body: &Value, deployment: &str, model: &str) -> Result<String, Str
     }
     let max_tokens = match params.get("max_new_tokens") {
         None => 200,
-        Some(v) => v.as_u64().filter(|n| *n >= 1).ok_or(format!("Parameter 'max_new_tokens' must be a positive integer; got {v}."))? as usize,
+        Some(v) => v
+            .as_u64()
+            .filter(|n| *n >= 1)
+            .ok_or(format!("Parameter 'max_new_tokens' must be a positive integer; got {v}."))?
+            as usize,
     };
-    let question = messages
-        .iter()
-        .rev()
-        .find(|m| m["role"] == "user")
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("");
+    let question =
+        messages.iter().rev().find(|m| m["role"] == "user").and_then(|m| m["content"].as_str()).unwrap_or("");
     let digest = ring::digest::digest(&ring::digest::SHA256, format!("{model}\n{question}").as_bytes());
     let tag: String = digest.as_ref()[..4].iter().map(|b| format!("{b:02x}")).collect();
     let topic: String = question.split_whitespace().take(12).collect::<Vec<_>>().join(" ");
@@ -186,9 +208,13 @@ fn chat_reply(body: &Value, deployment: &str, model: &str) -> Result<String, Str
 fn swagger(shared: &Arc<Shared>, req: &Req, name: &str) -> Response {
     let world = shared.world();
     let Some(endpoint) = world.endpoint_any(name) else {
-        return fail(StatusCode::NOT_FOUND, "EndpointNotFound", format!("Online endpoint '{name}' does not exist."));
+        return fail(
+            StatusCode::NOT_FOUND,
+            "EndpointNotFound",
+            format!("Online endpoint '{name}' does not exist."),
+        );
     };
-    if let Err(response) = authorize(shared, req, endpoint) {
+    if let Some(response) = authorize(shared, req, endpoint) {
         return response;
     }
     json_response(
@@ -222,7 +248,15 @@ mod tests {
         assert_eq!(a, chat_reply(&body, "demo", "m:1").unwrap());
         assert!(a.contains("What is Azure ML?"));
         assert!(chat_reply(&json!({"input_data": {}}), "demo", "m").unwrap_err().contains("input_string"));
-        assert!(chat_reply(&json!({"input_data": {"input_string": [{"role": "robot", "content": "x"}]}}), "d", "m").unwrap_err().contains("robot"));
+        assert!(
+            chat_reply(
+                &json!({"input_data": {"input_string": [{"role": "robot", "content": "x"}]}}),
+                "d",
+                "m"
+            )
+            .unwrap_err()
+            .contains("robot")
+        );
         let short = json!({"input_data": {"input_string": [{"role": "user", "content": "hi"}], "parameters": {"max_new_tokens": 3}}});
         assert_eq!(chat_reply(&short, "d", "m").unwrap().split_whitespace().count(), 3);
     }

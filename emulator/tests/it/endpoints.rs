@@ -25,7 +25,13 @@ async fn notebook_deploy_invoke_delete() {
     assert_eq!(body["properties"]["keys"], Value::Null);
 
     // The deployment goes Creating → Succeeded.
-    let r = env.call(Method::PUT, &format!("{ep}/deployments/demo"), Some(deployment_body(&model, "Standard_NC6s_v3", 1))).await;
+    let r = env
+        .call(
+            Method::PUT,
+            &format!("{ep}/deployments/demo"),
+            Some(deployment_body(&model, "Standard_NC6s_v3", 1)),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(header(&r, "x-ms-async-operation-timeout").as_deref(), Some("PT1H"));
     let op = header(&r, "azure-asyncoperation").unwrap();
@@ -38,7 +44,13 @@ async fn notebook_deploy_invoke_delete() {
     assert_eq!(dep["properties"]["livenessProbe"]["period"], "PT10S");
 
     // Traffic by re-PUT of the endpoint, as the SDK does.
-    let r = env.call(Method::PUT, &ep, Some(json!({"location": "eastus2", "properties": {"authMode": "Key", "traffic": {"demo": 100}}}))).await;
+    let r = env
+        .call(
+            Method::PUT,
+            &ep,
+            Some(json!({"location": "eastus2", "properties": {"authMode": "Key", "traffic": {"demo": 100}}})),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(env.poll_async(&header(&r, "azure-asyncoperation").unwrap()).await["status"], "Succeeded");
     assert_eq!(env.get(&ep).await.1["properties"]["traffic"], json!({"demo": 100}));
@@ -47,22 +59,49 @@ async fn notebook_deploy_invoke_delete() {
     let (status, keys) = json_of(env.call(Method::POST, &format!("{ep}/listKeys"), None).await).await;
     assert_eq!(status, StatusCode::OK);
     let key = keys["primaryKey"].as_str().unwrap().to_string();
-    let r = env.client.post(&scoring).bearer_auth(&key).header("azureml-model-deployment", "demo").json(&chat()).send().await.unwrap();
+    let r = env
+        .client
+        .post(&scoring)
+        .bearer_auth(&key)
+        .header("azureml-model-deployment", "demo")
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "azureml-model-deployment").as_deref(), Some("demo"));
     let first = json_of(r).await.1;
     assert!(first["output"].as_str().unwrap().contains("How long does it take?"));
     // Deterministic, and routed by traffic without the header.
-    let again = json_of(env.client.post(&scoring).bearer_auth(&keys["secondaryKey"].as_str().unwrap()).json(&chat()).send().await.unwrap()).await.1;
+    let again = json_of(
+        env.client
+            .post(&scoring)
+            .bearer_auth(keys["secondaryKey"].as_str().unwrap())
+            .json(&chat())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .1;
     assert_eq!(first, again);
 
     // Logs.
-    let (status, logs) = json_of(env.call(Method::POST, &format!("{ep}/deployments/demo/getLogs"), Some(json!({"containerType": "InferenceServer", "tail": 2}))).await).await;
+    let (status, logs) = json_of(
+        env.call(
+            Method::POST,
+            &format!("{ep}/deployments/demo/getLogs"),
+            Some(json!({"containerType": "InferenceServer", "tail": 2})),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(logs["content"].as_str().unwrap().lines().count(), 2);
 
     // Deleting the deployment with traffic is refused.
-    let (status, body) = json_of(env.call(Method::DELETE, &format!("{ep}/deployments/demo"), None).await).await;
+    let (status, body) =
+        json_of(env.call(Method::DELETE, &format!("{ep}/deployments/demo"), None).await).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["details"][0]["code"], "DeploymentHasTraffic");
 
@@ -89,14 +128,18 @@ async fn endpoint_validation() {
     assert_eq!(r["error"]["details"][0]["code"], "InvalidName");
     let (_, r) = env.put(&env.ws_path("/onlineEndpoints/good-name"), body("Password", json!({}))).await;
     assert_eq!(r["error"]["details"][0]["code"], "InvalidEnumValue");
-    let (_, r) = env.put(&env.ws_path("/onlineEndpoints/good-name"), json!({"properties": {"authMode": "Key"}})).await;
+    let (_, r) =
+        env.put(&env.ws_path("/onlineEndpoints/good-name"), json!({"properties": {"authMode": "Key"}})).await;
     assert_eq!(r["error"]["code"], "LocationRequired");
-    let (_, r) = env.put(&env.ws_path("/onlineEndpoints/good-name"), json!({"location": "eastus2", "properties": {}})).await;
+    let (_, r) = env
+        .put(&env.ws_path("/onlineEndpoints/good-name"), json!({"location": "eastus2", "properties": {}}))
+        .await;
     assert_eq!(r["error"]["details"][0]["code"], "Required");
     let (_, r) = env.put(&env.ws_path("/onlineEndpoints/good-name"), body("Key", json!({"demo": 100}))).await;
     assert_eq!(r["error"]["details"][0]["code"], "DeploymentNotFound");
 
-    let r = env.call(Method::PUT, &env.ws_path("/onlineEndpoints/good-name"), Some(body("Key", json!({})))).await;
+    let r =
+        env.call(Method::PUT, &env.ws_path("/onlineEndpoints/good-name"), Some(body("Key", json!({})))).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     // While Creating, another write is a 409.
     let (status, r2) = env.put(&env.ws_path("/onlineEndpoints/good-name"), body("Key", json!({}))).await;
@@ -105,22 +148,46 @@ async fn endpoint_validation() {
         assert_eq!(r2["error"]["code"], "Conflict");
     }
     env.poll_async(&header(&r, "azure-asyncoperation").unwrap()).await;
-    env.deployment("good-name", "blue", "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15", "Standard_NC6s_v3", 1).await;
-    env.deployment("good-name", "green", "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/14", "Standard_NC6s_v3", 1).await;
-    let (_, r) = env.put(&env.ws_path("/onlineEndpoints/good-name"), body("Key", json!({"blue": 60, "green": 30}))).await;
+    env.deployment(
+        "good-name",
+        "blue",
+        "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15",
+        "Standard_NC6s_v3",
+        1,
+    )
+    .await;
+    env.deployment(
+        "good-name",
+        "green",
+        "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/14",
+        "Standard_NC6s_v3",
+        1,
+    )
+    .await;
+    let (_, r) = env
+        .put(&env.ws_path("/onlineEndpoints/good-name"), body("Key", json!({"blue": 60, "green": 30})))
+        .await;
     assert_eq!(r["error"]["details"][0]["code"], "InvalidTrafficSum");
     let (_, r) = env.put(&env.ws_path("/onlineEndpoints/good-name"), json!({"location": "eastus2", "properties": {"authMode": "Key", "traffic": {"blue": 100}, "mirrorTraffic": {"green": 60}}})).await;
     assert_eq!(r["error"]["details"][0]["code"], "InvalidMirrorTraffic");
 
     // PATCH traffic (accepted, LRO via Location with the endpoint as result).
-    let r = env.call(Method::PATCH, &env.ws_path("/onlineEndpoints/good-name"), Some(json!({"properties": {"traffic": {"blue": 70, "green": 30}}}))).await;
+    let r = env
+        .call(
+            Method::PATCH,
+            &env.ws_path("/onlineEndpoints/good-name"),
+            Some(json!({"properties": {"traffic": {"blue": 70, "green": 30}}})),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let (status, result) = env.poll_location(&header(&r, "location").unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(result["properties"]["traffic"], json!({"blue": 70, "green": 30}));
 
     // Traffic split routes deterministically; header routing overrides it.
-    let (_, keys) = json_of(env.call(Method::POST, &env.ws_path("/onlineEndpoints/good-name/listKeys"), None).await).await;
+    let (_, keys) =
+        json_of(env.call(Method::POST, &env.ws_path("/onlineEndpoints/good-name/listKeys"), None).await)
+            .await;
     let key = keys["primaryKey"].as_str().unwrap();
     let scoring = env.url("/inference/good-name/score");
     let mut seen = std::collections::BTreeSet::new();
@@ -132,9 +199,25 @@ async fn endpoint_validation() {
         seen.insert(header(&r, "azureml-model-deployment").unwrap());
     }
     assert_eq!(seen.len(), 2, "both deployments get traffic: {seen:?}");
-    let r = env.client.post(&scoring).bearer_auth(key).header("azureml-model-deployment", "green").json(&chat()).send().await.unwrap();
+    let r = env
+        .client
+        .post(&scoring)
+        .bearer_auth(key)
+        .header("azureml-model-deployment", "green")
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(header(&r, "azureml-model-deployment").as_deref(), Some("green"));
-    let r = env.client.post(&scoring).bearer_auth(key).header("azureml-model-deployment", "nope").json(&chat()).send().await.unwrap();
+    let r = env
+        .client
+        .post(&scoring)
+        .bearer_auth(key)
+        .header("azureml-model-deployment", "nope")
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
@@ -145,12 +228,20 @@ async fn deployment_validation() {
     env.endpoint("val-ep", "Key").await;
     let model = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15";
     let path = env.ws_path("/onlineEndpoints/val-ep/deployments/d1");
-    let mut cases: Vec<(Value, &str)> = Vec::new();
-    cases.push((deployment_body("azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/99", "Standard_NC6s_v3", 1), "ModelNotFound"));
-    cases.push((deployment_body(&env.ws_path("/models/none/versions/1"), "Standard_NC6s_v3", 1), "ModelNotFound"));
-    cases.push((deployment_body(model, "Standard_Bogus", 1), "InstanceTypeNotSupported"));
-    cases.push((deployment_body(model, "Standard_NC6", 1), "InstanceTypeNotSupported"));
-    cases.push((deployment_body(model, "Standard_NC6s_v3", 0), "InvalidValue"));
+    let mut cases: Vec<(Value, &str)> = vec![
+        (
+            deployment_body(
+                "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/99",
+                "Standard_NC6s_v3",
+                1,
+            ),
+            "ModelNotFound",
+        ),
+        (deployment_body(&env.ws_path("/models/none/versions/1"), "Standard_NC6s_v3", 1), "ModelNotFound"),
+        (deployment_body(model, "Standard_Bogus", 1), "InstanceTypeNotSupported"),
+        (deployment_body(model, "Standard_NC6", 1), "InstanceTypeNotSupported"),
+        (deployment_body(model, "Standard_NC6s_v3", 0), "InvalidValue"),
+    ];
     let mut b = deployment_body(model, "Standard_NC6s_v3", 1);
     b["properties"]["requestSettings"]["requestTimeout"] = json!("PT5M");
     cases.push((b, "ValueOutOfRange"));
@@ -168,9 +259,19 @@ async fn deployment_validation() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{code}: {r}");
         assert_eq!(r["error"]["details"][0]["code"], code, "{r}");
     }
-    let (_, r) = env.put(&env.ws_path("/onlineEndpoints/val-ep/deployments/bad_name"), deployment_body(model, "Standard_NC6s_v3", 1)).await;
+    let (_, r) = env
+        .put(
+            &env.ws_path("/onlineEndpoints/val-ep/deployments/bad_name"),
+            deployment_body(model, "Standard_NC6s_v3", 1),
+        )
+        .await;
     assert_eq!(r["error"]["details"][0]["code"], "InvalidName");
-    let (status, _) = env.put(&env.ws_path("/onlineEndpoints/no-ep/deployments/d1"), deployment_body(model, "Standard_NC6s_v3", 1)).await;
+    let (status, _) = env
+        .put(
+            &env.ws_path("/onlineEndpoints/no-ep/deployments/d1"),
+            deployment_body(model, "Standard_NC6s_v3", 1),
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(env.state().await["endpoints"][0]["deployments"], json!([]));
 }
@@ -183,35 +284,79 @@ async fn quota_failures_scale_delete() {
     env.endpoint("quota-ep", "Key").await;
     let model = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15";
     env.admin(Method::PUT, "quota", Some(json!({"cores": 12}))).await;
-    assert_eq!(env.deployment("quota-ep", "small", model, "Standard_NC6s_v3", 1).await["status"], "Succeeded");
+    assert_eq!(
+        env.deployment("quota-ep", "small", model, "Standard_NC6s_v3", 1).await["status"],
+        "Succeeded"
+    );
     let failed = env.deployment("quota-ep", "big", model, "Standard_NC24s_v3", 1).await;
     assert_eq!(failed["status"], "Failed");
     assert_eq!(failed["error"]["code"], "OutOfQuota");
-    assert!(failed["error"]["message"].as_str().unwrap().contains("Not enough quota available for Standard_NC24s_v3"));
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Not enough quota available for Standard_NC24s_v3")
+    );
     let (_, big) = env.get(&env.ws_path("/onlineEndpoints/quota-ep/deployments/big")).await;
     assert_eq!(big["properties"]["provisioningState"], "Failed");
 
     env.admin(Method::POST, "failures", Some(json!({"kind": "deployment", "name": "flaky", "endpoint": "quota-ep", "code": "ResourceNotReady", "message": "liveness probe failed"}))).await;
     let failed = env.deployment("quota-ep", "flaky", model, "Standard_DS3_v2", 1).await;
     assert_eq!(failed["error"]["code"], "ResourceNotReady");
-    let (_, logs) = json_of(env.call(Method::POST, &env.ws_path("/onlineEndpoints/quota-ep/deployments/flaky/getLogs"), Some(json!({}))).await).await;
+    let (_, logs) = json_of(
+        env.call(
+            Method::POST,
+            &env.ws_path("/onlineEndpoints/quota-ep/deployments/flaky/getLogs"),
+            Some(json!({})),
+        )
+        .await,
+    )
+    .await;
     assert!(logs["content"].as_str().unwrap().contains("liveness probe failed"));
 
     // Scoring a deployment that is not Succeeded: 424.
-    let (_, keys) = json_of(env.call(Method::POST, &env.ws_path("/onlineEndpoints/quota-ep/listKeys"), None).await).await;
-    let r = env.client.post(env.url("/inference/quota-ep/score")).bearer_auth(keys["primaryKey"].as_str().unwrap()).header("azureml-model-deployment", "flaky").json(&chat()).send().await.unwrap();
+    let (_, keys) =
+        json_of(env.call(Method::POST, &env.ws_path("/onlineEndpoints/quota-ep/listKeys"), None).await).await;
+    let r = env
+        .client
+        .post(env.url("/inference/quota-ep/score"))
+        .bearer_auth(keys["primaryKey"].as_str().unwrap())
+        .header("azureml-model-deployment", "flaky")
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FAILED_DEPENDENCY);
     // No traffic and no header: 424 too.
-    let r = env.client.post(env.url("/inference/quota-ep/score")).bearer_auth(keys["primaryKey"].as_str().unwrap()).json(&chat()).send().await.unwrap();
+    let r = env
+        .client
+        .post(env.url("/inference/quota-ep/score"))
+        .bearer_auth(keys["primaryKey"].as_str().unwrap())
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FAILED_DEPENDENCY);
 
     // Scale within quota: fine; beyond it: the scale operation fails.
-    let r = env.call(Method::PATCH, &env.ws_path("/onlineEndpoints/quota-ep/deployments/small"), Some(json!({"sku": {"capacity": 2}}))).await;
+    let r = env
+        .call(
+            Method::PATCH,
+            &env.ws_path("/onlineEndpoints/quota-ep/deployments/small"),
+            Some(json!({"sku": {"capacity": 2}})),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let (status, result) = env.poll_location(&header(&r, "location").unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(result["sku"]["capacity"], 2);
-    let r = env.call(Method::PATCH, &env.ws_path("/onlineEndpoints/quota-ep/deployments/small"), Some(json!({"sku": {"capacity": 3}}))).await;
+    let r = env
+        .call(
+            Method::PATCH,
+            &env.ws_path("/onlineEndpoints/quota-ep/deployments/small"),
+            Some(json!({"sku": {"capacity": 3}})),
+        )
+        .await;
     let (status, body) = env.poll_location(&header(&r, "location").unwrap()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "OutOfQuota");
@@ -219,7 +364,10 @@ async fn quota_failures_scale_delete() {
     let r = env.call(Method::DELETE, &env.ws_path("/onlineEndpoints/quota-ep/deployments/big"), None).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     env.poll_location(&header(&r, "location").unwrap()).await;
-    assert_eq!(env.get(&env.ws_path("/onlineEndpoints/quota-ep/deployments/big")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        env.get(&env.ws_path("/onlineEndpoints/quota-ep/deployments/big")).await.0,
+        StatusCode::NOT_FOUND
+    );
     let (_, list) = env.get(&env.ws_path("/onlineEndpoints/quota-ep/deployments")).await;
     assert_eq!(list["value"].as_array().unwrap().len(), 2);
 }
@@ -235,52 +383,122 @@ async fn scoring_auth_modes() {
     let send = |token: String, body: Value| {
         let c = env.client.clone();
         let url = url.clone();
-        async move { c.post(url).bearer_auth(token).header("azureml-model-deployment", "demo").json(&body).send().await.unwrap() }
+        async move {
+            c.post(url)
+                .bearer_auth(token)
+                .header("azureml-model-deployment", "demo")
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
     };
     assert_eq!(env.client.post(&url).json(&chat()).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
     assert_eq!(send("wrong".into(), chat()).await.status(), StatusCode::UNAUTHORIZED);
-    let (_, keys) = json_of(env.call(Method::POST, &env.ws_path("/onlineEndpoints/key-ep/listKeys"), None).await).await;
+    let (_, keys) =
+        json_of(env.call(Method::POST, &env.ws_path("/onlineEndpoints/key-ep/listKeys"), None).await).await;
     let old = keys["primaryKey"].as_str().unwrap().to_string();
     assert_eq!(send(old.clone(), chat()).await.status(), StatusCode::OK);
-    let (status, r) = json_of(send(old.clone(), json!({"input_data": {"input_string": "hello"}})).await).await;
+    let (status, r) =
+        json_of(send(old.clone(), json!({"input_data": {"input_string": "hello"}})).await).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(r["error"]["message"].as_str().unwrap().contains("input_string"));
-    let bad_json = env.client.post(&url).bearer_auth(&old).header("content-type", "application/json").header("azureml-model-deployment", "demo").body("{not json").send().await.unwrap();
+    let bad_json = env
+        .client
+        .post(&url)
+        .bearer_auth(&old)
+        .header("content-type", "application/json")
+        .header("azureml-model-deployment", "demo")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad_json.status(), StatusCode::BAD_REQUEST);
     // Regenerate the primary key: the old one stops working.
-    let r = env.call(Method::POST, &env.ws_path("/onlineEndpoints/key-ep/regenerateKeys"), Some(json!({"keyType": "Primary"}))).await;
+    let r = env
+        .call(
+            Method::POST,
+            &env.ws_path("/onlineEndpoints/key-ep/regenerateKeys"),
+            Some(json!({"keyType": "Primary"})),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     env.poll_location(&header(&r, "location").unwrap()).await;
     assert_eq!(send(old, chat()).await.status(), StatusCode::UNAUTHORIZED);
-    let (_, r) = json_of(env.call(Method::POST, &env.ws_path("/onlineEndpoints/key-ep/regenerateKeys"), Some(json!({"keyType": "Tertiary"}))).await).await;
+    let (_, r) = json_of(
+        env.call(
+            Method::POST,
+            &env.ws_path("/onlineEndpoints/key-ep/regenerateKeys"),
+            Some(json!({"keyType": "Tertiary"})),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(r["error"]["details"][0]["code"], "InvalidEnumValue");
-    let (status, _) = json_of(env.call(Method::POST, &env.ws_path("/onlineEndpoints/key-ep/token"), None).await).await;
+    let (status, _) =
+        json_of(env.call(Method::POST, &env.ws_path("/onlineEndpoints/key-ep/token"), None).await).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     // AMLToken endpoint.
     env.endpoint("tok-ep", "AMLToken").await;
     env.deployment("tok-ep", "demo", model, "Standard_NC6s_v3", 1).await;
-    let (status, tok) = json_of(env.call(Method::POST, &env.ws_path("/onlineEndpoints/tok-ep/token"), None).await).await;
+    let (status, tok) =
+        json_of(env.call(Method::POST, &env.ws_path("/onlineEndpoints/tok-ep/token"), None).await).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(tok["tokenType"], "Bearer");
     assert!(tok["expiryTimeUtc"].as_i64().unwrap() > tok["refreshAfterTimeUtc"].as_i64().unwrap());
     let token = tok["accessToken"].as_str().unwrap();
     let r = env.client.post(env.url("/inference/tok-ep/score")).bearer_auth(token).json(&chat()).send().await;
     assert_eq!(r.unwrap().status(), StatusCode::FAILED_DEPENDENCY, "no traffic yet, but authorized");
-    let r = env.client.post(env.url("/inference/tok-ep/score")).bearer_auth(token).header("azureml-model-deployment", "demo").json(&chat()).send().await.unwrap();
+    let r = env
+        .client
+        .post(env.url("/inference/tok-ep/score"))
+        .bearer_auth(token)
+        .header("azureml-model-deployment", "demo")
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     // The key endpoint's token does not open another endpoint; listKeys refuses on a token endpoint.
-    let r = env.client.post(&url).bearer_auth(token).header("azureml-model-deployment", "demo").json(&chat()).send().await.unwrap();
+    let r = env
+        .client
+        .post(&url)
+        .bearer_auth(token)
+        .header("azureml-model-deployment", "demo")
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(env.call(Method::POST, &env.ws_path("/onlineEndpoints/tok-ep/listKeys"), None).await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        env.call(Method::POST, &env.ws_path("/onlineEndpoints/tok-ep/listKeys"), None).await.status(),
+        StatusCode::BAD_REQUEST
+    );
 
     // AADToken endpoint.
     env.endpoint("aad-ep", "AADToken").await;
     env.deployment("aad-ep", "demo", model, "Standard_NC6s_v3", 1).await;
     let aad = env.aad_token("https://ml.azure.com/.default").await;
-    let r = env.client.post(env.url("/inference/aad-ep/score")).bearer_auth(&aad).header("azureml-model-deployment", "demo").json(&chat()).send().await.unwrap();
+    let r = env
+        .client
+        .post(env.url("/inference/aad-ep/score"))
+        .bearer_auth(&aad)
+        .header("azureml-model-deployment", "demo")
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let r = env.client.post(env.url("/inference/aad-ep/score")).bearer_auth(&env.token).header("azureml-model-deployment", "demo").json(&chat()).send().await.unwrap();
+    let r = env
+        .client
+        .post(env.url("/inference/aad-ep/score"))
+        .bearer_auth(&env.token)
+        .header("azureml-model-deployment", "demo")
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let r = env.client.get(env.url("/inference/aad-ep/swagger.json")).bearer_auth(&aad).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -291,7 +509,11 @@ async fn scoring_auth_modes() {
 async fn arm_throttling() {
     use azureml_emulator::{BucketConfig, Config, ThrottleConfig};
     let small = BucketConfig { capacity: 3, refill_per_second: 0.2 };
-    let config = Config::default().with_time_scale(2000.0).with_throttle(ThrottleConfig { reads: small.clone(), writes: small.clone(), deletes: small });
+    let config = Config::default().with_time_scale(2000.0).with_throttle(ThrottleConfig {
+        reads: small.clone(),
+        writes: small.clone(),
+        deletes: small,
+    });
     let env = start_with(config).await;
     let mut remaining = Vec::new();
     for _ in 0..3 {
@@ -310,6 +532,7 @@ async fn arm_throttling() {
     assert_eq!(header(&r, "x-ms-ratelimit-remaining-subscription-writes").as_deref(), Some("2"));
     assert_eq!(env.get("/registrymanagement/v1.0/registries/azureml/discovery").await.0, StatusCode::OK);
     // Admin can resize the buckets (which refills them).
-    env.admin(Method::PUT, "throttle", Some(json!({"reads": {"capacity": 10, "refillPerSecond": 1.0}}))).await;
+    env.admin(Method::PUT, "throttle", Some(json!({"reads": {"capacity": 10, "refillPerSecond": 1.0}})))
+        .await;
     assert_eq!(env.get(&env.ws_path("")).await.0, StatusCode::OK);
 }

@@ -10,7 +10,9 @@ use crate::support::*;
 async fn register_from_job_output() {
     let env = start().await;
     let id = env.registered_model("ftj-m1", "Phi-3-mini-4k-instruct-ultrachat-200k", "1").await;
-    assert!(id.ends_with("/workspaces/ws-azureml-demo/models/Phi-3-mini-4k-instruct-ultrachat-200k/versions/1"));
+    assert!(
+        id.ends_with("/workspaces/ws-azureml-demo/models/Phi-3-mini-4k-instruct-ultrachat-200k/versions/1")
+    );
     let path = env.ws_path("/models/Phi-3-mini-4k-instruct-ultrachat-200k/versions/1");
     let (status, body) = env.get(&path).await;
     assert_eq!(status, StatusCode::OK);
@@ -26,7 +28,11 @@ async fn register_from_job_output() {
     let (status, body) = env.put(&path, moved).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "UserError");
-    let (_, list) = env.get(&env.ws_path("/models/Phi-3-mini-4k-instruct-ultrachat-200k/versions?$orderBy=createdtime desc&$top=1")).await;
+    let (_, list) = env
+        .get(&env.ws_path(
+            "/models/Phi-3-mini-4k-instruct-ultrachat-200k/versions?$orderBy=createdtime desc&$top=1",
+        ))
+        .await;
     assert_eq!(list["value"][0]["name"], "1");
     let (_, container) = env.get(&env.ws_path("/models/Phi-3-mini-4k-instruct-ultrachat-200k")).await;
     assert_eq!(container["properties"]["latestVersion"], "1");
@@ -53,12 +59,22 @@ async fn model_uri_validation() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
         assert_eq!(body["error"]["details"][0]["code"], code, "{uri}: {body}");
     }
-    let (_, body) = env.put(&env.ws_path("/models/m/versions/1"), json!({"properties": {"modelType": "onnx", "modelUri": "https://x/y"}})).await;
+    let (_, body) = env
+        .put(
+            &env.ws_path("/models/m/versions/1"),
+            json!({"properties": {"modelType": "onnx", "modelUri": "https://x/y"}}),
+        )
+        .await;
     assert_eq!(body["error"]["details"][0]["code"], "InvalidEnumValue");
     let (_, body) = env.put(&env.ws_path("/models/m/versions/1"), json!({"properties": {}})).await;
     assert_eq!(body["error"]["details"][0]["code"], "Required");
     let (_, body) = env.put(&env.ws_path("/models/bad name/versions/1"), put("https://x/y")).await;
     assert_eq!(body["error"]["details"][0]["code"], "InvalidName");
-    assert_eq!(env.put(&env.ws_path("/models/m/versions/1"), put("azureml://datastores/workspaceblobstore/paths/m")).await.0, StatusCode::CREATED);
+    assert_eq!(
+        env.put(&env.ws_path("/models/m/versions/1"), put("azureml://datastores/workspaceblobstore/paths/m"))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
     assert_eq!(env.get(&env.ws_path("/models/nope/versions/1")).await.0, StatusCode::NOT_FOUND);
 }

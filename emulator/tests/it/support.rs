@@ -56,7 +56,12 @@ impl Env {
         let r = self
             .client
             .post(self.url(&format!("/{TENANT}/oauth2/v2.0/token")))
-            .form(&[("grant_type", "client_credentials"), ("client_id", CLIENT), ("client_secret", SECRET), ("scope", scope)])
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", CLIENT),
+                ("client_secret", SECRET),
+                ("scope", scope),
+            ])
             .send()
             .await
             .expect("token request");
@@ -232,7 +237,14 @@ impl Env {
     }
 
     /// Creates a deployment and waits for its operation; returns the final operation body.
-    pub async fn deployment(&self, endpoint: &str, name: &str, model: &str, instance: &str, count: u64) -> Value {
+    pub async fn deployment(
+        &self,
+        endpoint: &str,
+        name: &str,
+        model: &str,
+        instance: &str,
+        count: u64,
+    ) -> Value {
         let r = self
             .call(
                 Method::PUT,

@@ -318,6 +318,54 @@ async fn each_validation_failure_stalls_with_its_reason() {
     assert_eq!(stalled_reason(&f), None);
 }
 
+/// Azure refusing the submission stalls with Azure's message (quota with its own reason) and releases
+/// the job name, so the spec can be fixed; once Azure accepts, the same resource goes on.
+#[tokio::test]
+async fn azure_refusing_the_submission_stalls_with_its_message() {
+    let op = Operator::start("ftj-refused").await;
+    let ns = &op.namespace;
+    for (name, code, message) in [
+        (
+            "refused-invalid",
+            "UserError",
+            "Datastore 'workspaceblobstore' is not reachable from this workspace.",
+        ),
+        ("refused-quota", "QuotaExceeded", "Not enough quota for StandardNCADSA100v4Family in eastus2."),
+    ] {
+        // Job names are `<namespace>-<name>-<uid prefix>`: the fault is in place before the resource exists.
+        op.admin_post(
+            "/_emulator/faults",
+            json!({
+                "method": "PUT",
+                "pathRegex": format!("/jobs/{ns}-{name}-[0-9a-f]+$"),
+                "status": 400,
+                "body": {"error": {"code": code, "message": message}}
+            }),
+        )
+        .await;
+        create(&op, name, notebook_spec()).await;
+    }
+    let api = op.api::<FineTuneJob>().await;
+    for (name, reason, needle) in [
+        ("refused-invalid", reasons::AZURE_REJECTED, "is not reachable"),
+        ("refused-quota", reasons::QUOTA_EXCEEDED, "Not enough quota"),
+    ] {
+        let f = wait_until(&api, name, |f| stalled_reason(f).is_some()).await;
+        assert_eq!(stalled_reason(&f).as_deref(), Some(reason), "{name}: {}", stalled_message(&f));
+        assert!(stalled_message(&f).contains(needle), "{name}: {}", stalled_message(&f));
+        let status = f.status.expect("status");
+        assert_eq!(status.phase, Phase::Validating);
+        assert_eq!(status.job_name, None, "{name}: nothing was created, the spec stays editable");
+    }
+    // The refusal goes away (quota granted, datastore fixed): the next resync submits.
+    admin(&op, reqwest::Method::DELETE, "/_emulator/faults", None).await;
+    let f = wait_until(&api, "refused-quota", |f| {
+        matches!(phase(f), Phase::Submitted | Phase::Running | Phase::Succeeded)
+    })
+    .await;
+    assert_eq!(stalled_reason(&f), None);
+}
+
 /// A missing cluster with `create` is created (one PUT, its operation persisted), then the job runs on it.
 #[tokio::test]
 async fn missing_compute_is_created_then_used() {

@@ -292,7 +292,14 @@ fn running_jobs(store: &Store<FineTuneJob>) -> usize {
 async fn apply(ftj: Arc<FineTuneJob>, ctx: &Context, store: &Store<FineTuneJob>) -> Result<Action> {
     let ns = ftj.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let uid = ftj.uid().ok_or(Error::MissingField("metadata.uid"))?;
-    let old = ftj.status.clone().unwrap_or_default();
+    let mut old = ftj.status.clone().unwrap_or_default();
+    if old.conditions.is_empty() {
+        // First sight: say we are working on it before any Azure call can fail, so kstatus never
+        // reads a resource without conditions as done.
+        let health =
+            Health::progressing(reasons::FIRST_OBSERVED, "checking the model, compute and parameters");
+        old = report(&ftj, ctx, &old, Outcome { status: old.clone(), health }).await?;
+    }
     let (client, workspace) = match connect(ctx, &ns, &ftj.spec.workspace_ref).await? {
         Connection::Ready { client, workspace } => (client, workspace),
         Connection::Unavailable(health) => {
@@ -442,7 +449,8 @@ async fn submit(
     let status = submitting(old, v, sub);
     let health = Health::progressing(reasons::SUBMITTED, format!("submitting Azure ML job {name}"));
     let persisted = report(ftj, ctx, old, Outcome { status, health }).await?;
-    if !sub.model_defaults_applied.is_empty() {
+    // Once per resource: a retried submission (status already holds the name) says nothing new.
+    if old.job_name.is_none() && !sub.model_defaults_applied.is_empty() {
         let note = format!(
             "applied the model's recommended values (model_specific_defaults) for: {}",
             sub.model_defaults_applied.join(", ")

@@ -433,6 +433,51 @@ async fn delete_cancels_a_running_job_unless_orphaned() {
     assert_ne!(azure_job(&op, &orphaned).await["status"], "Canceled");
 }
 
+/// A cancel Azure refuses holds the resource with a Stalled DeleteFailed condition carrying Azure's
+/// message (never a silent hang); the detach annotation then releases it without touching Azure.
+#[tokio::test]
+async fn refused_cancel_stalls_until_detached() {
+    let op = Operator::start("ftj-cancel-refused").await;
+    op.admin_post(
+        "/_emulator/faults",
+        json!({
+            "method": "POST",
+            "pathRegex": "/cancel$",
+            "status": 400,
+            "body": {"error": {"code": "UserError", "message": "Cancel is not allowed for this run right now."}}
+        }),
+    )
+    .await;
+    create(&op, "phi3-stuck", notebook_spec()).await;
+    let api = op.api::<FineTuneJob>().await;
+    wait_until(&api, "phi3-stuck", |f| matches!(phase(f), Phase::Submitted | Phase::Running)).await;
+    api.delete("phi3-stuck", &DeleteParams::default()).await.expect("delete");
+    let f = wait_until(&api, "phi3-stuck", |f| stalled_reason(f).is_some()).await;
+    assert_eq!(stalled_reason(&f).as_deref(), Some(reasons::DELETE_FAILED), "{}", stalled_message(&f));
+    assert!(stalled_message(&f).contains("Cancel is not allowed"), "{}", stalled_message(&f));
+    assert!(stalled_message(&f).contains("reconcile-policy=detach"), "says how to let go");
+    assert!(f.metadata.deletion_timestamp.is_some(), "held by the finalizer");
+
+    let detach = json!({"metadata": {"annotations": {"azureml-operator.io/reconcile-policy": "detach"}}});
+    api.patch("phi3-stuck", &PatchParams::default(), &Patch::Merge(&detach)).await.expect("annotate");
+    wait_gone(&api, "phi3-stuck").await;
+}
+
+/// With its Workspace gone there is nothing in Azure the operator can reach: deletion lets go.
+#[tokio::test]
+async fn delete_after_the_workspace_is_gone_releases() {
+    let op = Operator::start("ftj-no-workspace").await;
+    create(&op, "phi3-orphaned-ws", notebook_spec()).await;
+    let api = op.api::<FineTuneJob>().await;
+    wait_until(&api, "phi3-orphaned-ws", |f| matches!(phase(f), Phase::Submitted | Phase::Running)).await;
+    let workspaces = op.api::<azureml_operator::api::Workspace>().await;
+    workspaces.delete("default", &DeleteParams::default()).await.expect("delete workspace");
+    wait_gone(&workspaces, "default").await;
+    api.delete("phi3-orphaned-ws", &DeleteParams::default()).await.expect("delete");
+    wait_gone(&api, "phi3-orphaned-ws").await;
+    assert!(requests(&op, "POST", "/cancel").await.is_empty());
+}
+
 /// A resource never submitted (stalled in validation) is released at once on delete.
 #[tokio::test]
 async fn delete_of_a_never_submitted_job_is_immediate() {

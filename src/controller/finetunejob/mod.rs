@@ -70,15 +70,20 @@ fn read_failed(step: &'static str, e: azure::Error) -> Result<Problem> {
     Ok(Problem::new(reason, format!("{step}: Azure answered: {}", e.message())))
 }
 
-/// Resolves a registry asset: the pinned version, else the explicit one, else "latest".
+/// Resolves a registry asset: the explicit version, else the one pinned in status (if it is still the
+/// asset the spec names), else "latest".
 async fn lookup<T>(
     pinned: Option<&ResolvedAsset>,
     wanted: &RegistryAssetRef,
     get: impl AsyncFnOnce(&str) -> azure::Result<Option<T>>,
     latest: impl AsyncFnOnce() -> azure::Result<Latest<T>>,
 ) -> azure::Result<Lookup<T>> {
-    let explicit =
-        pinned.map(|p| p.version.clone()).or_else(|| wanted.version.clone().filter(|v| !v.trim().is_empty()));
+    let registry_prefix = format!("azureml://registries/{}/", wanted.registry);
+    let explicit = wanted.version.clone().filter(|v| !v.trim().is_empty()).or_else(|| {
+        pinned
+            .filter(|p| p.name == wanted.name && p.id.starts_with(&registry_prefix))
+            .map(|p| p.version.clone())
+    });
     Ok(match explicit {
         Some(version) => match get(&version).await? {
             Some(asset) => Lookup::Found(asset),
@@ -92,9 +97,20 @@ async fn lookup<T>(
     })
 }
 
-async fn registry(client: &WorkspaceClient, name: &str) -> Result<Result<RegistryClient, Problem>> {
+/// A client for a registry; a registry that does not exist is reported with `missing` as the reason.
+async fn registry(
+    client: &WorkspaceClient,
+    name: &str,
+    missing: &'static str,
+) -> Result<Result<RegistryClient, Problem>> {
     match client.registry(name).await {
         Ok(r) => Ok(Ok(r)),
+        Err(e) if e.class() == ErrorClass::NotFound => Ok(Err(Problem::new(
+            missing,
+            format!(
+                "Azure ML has no registry named {name}; fix the registry name (the system registry is azureml)"
+            ),
+        ))),
         Err(e) => read_failed("registry discovery", e).map(Err),
     }
 }
@@ -115,7 +131,7 @@ async fn observe_validation(
             Err(e) => return read_failed("read workspace", e).map(Err),
         },
     };
-    let models = match registry(client, &spec.model.registry).await? {
+    let models = match registry(client, &spec.model.registry, reasons::MODEL_NOT_FOUND).await? {
         Ok(r) => r,
         Err(p) => return Ok(Err(p)),
     };
@@ -131,10 +147,11 @@ async fn observe_validation(
         Ok(m) => m,
         Err(e) => return read_failed("read registry model", e).map(Err),
     };
-    let components = match registry(client, &spec.pipeline_component.registry).await? {
-        Ok(r) => r,
-        Err(p) => return Ok(Err(p)),
-    };
+    let components =
+        match registry(client, &spec.pipeline_component.registry, reasons::COMPONENT_NOT_FOUND).await? {
+            Ok(r) => r,
+            Err(p) => return Ok(Err(p)),
+        };
     let name = spec.pipeline_component.name.as_str();
     let component = lookup(
         old.resolved_component.as_ref(),
@@ -244,9 +261,10 @@ fn validating(
     let mut s = old.clone();
     s.phase = Phase::Validating;
     if let Some(v) = validation {
-        // Pinned once, never re-resolved.
-        s.resolved_model = s.resolved_model.or_else(|| decide::pinned(&v.model));
-        s.resolved_component = s.resolved_component.or_else(|| decide::pinned(&v.component));
+        // The lookup honours the pin while the spec names the same asset, so this keeps the first
+        // resolution; a pin for an asset the spec no longer names is dropped.
+        s.resolved_model = decide::pinned(&v.model);
+        s.resolved_component = decide::pinned(&v.component);
     }
     if clear_operation {
         s.compute_operation = None;
@@ -629,4 +647,78 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         )
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wanted(name: &str, version: Option<&str>) -> RegistryAssetRef {
+        RegistryAssetRef { registry: "azureml".into(), name: name.into(), version: version.map(Into::into) }
+    }
+
+    fn pin(name: &str, version: &str) -> ResolvedAsset {
+        ResolvedAsset {
+            id: format!("azureml://registries/azureml/models/{name}/versions/{version}"),
+            name: name.into(),
+            version: version.into(),
+        }
+    }
+
+    /// Which version a lookup asks for: `Some(v)` = that version, `None` = "latest" (answers "latest").
+    async fn asked(pinned: Option<&ResolvedAsset>, wanted: &RegistryAssetRef) -> String {
+        let found = lookup(
+            pinned,
+            wanted,
+            async |v: &str| Ok(Some(v.to_owned())),
+            async || Ok(Latest::Found("latest".to_owned())),
+        )
+        .await
+        .expect("lookup");
+        match found {
+            Lookup::Found(v) => v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// "latest" is resolved once: the pin wins over a newer latest, an explicit version wins over the
+    /// pin, and a pin for another asset (the spec changed while stalled) is ignored.
+    #[tokio::test]
+    async fn pinned_version_is_reused_only_for_the_same_asset() {
+        let p = pin("Phi-3-mini-4k-instruct", "15");
+        assert_eq!(asked(None, &wanted("Phi-3-mini-4k-instruct", None)).await, "latest");
+        assert_eq!(asked(Some(&p), &wanted("Phi-3-mini-4k-instruct", None)).await, "15");
+        assert_eq!(asked(Some(&p), &wanted("Phi-3-mini-4k-instruct", Some("14"))).await, "14");
+        assert_eq!(asked(Some(&p), &wanted("Phi-4-mini-instruct", None)).await, "latest");
+        assert_eq!(asked(Some(&p), &wanted("Phi-3-mini-4k-instruct", Some(" "))).await, "15");
+        let mut other_registry = wanted("Phi-3-mini-4k-instruct", None);
+        other_registry.registry = "my-registry".into();
+        assert_eq!(asked(Some(&p), &other_registry).await, "latest");
+    }
+
+    /// Errors Azure will not fix by itself stall with a reason; the others are retried.
+    #[test]
+    fn read_errors_are_classified() {
+        let api = |status: u16, code: &str| {
+            azure::Error::from(azure::ApiError {
+                operation: "get_compute",
+                status,
+                code: Some(code.into()),
+                message: "m".into(),
+                target: None,
+                request_id: None,
+                retry_after: None,
+            })
+        };
+        assert!(read_failed("read compute", api(503, "ServiceUnavailable")).is_err());
+        assert!(read_failed("read compute", api(429, "TooManyRequests")).is_err());
+        assert_eq!(
+            read_failed("read compute", api(403, "AuthorizationFailed")).unwrap().reason,
+            reasons::AUTHORIZATION_FAILED
+        );
+        assert_eq!(
+            read_failed("read compute", api(400, "UserError")).unwrap().reason,
+            reasons::AZURE_REJECTED
+        );
+    }
 }

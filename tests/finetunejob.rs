@@ -223,6 +223,11 @@ async fn notebook_job_runs_from_pending_to_succeeded() {
         status.steps
     );
     assert!(done.finalizers().iter().any(|f| f == azureml_operator::api::FINALIZER));
+    let steps: Vec<&str> = status.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(steps.first(), Some(&"ft_nlp_common_validation"), "steps in pipeline order: {steps:?}");
+    let (start, end) =
+        (status.start_time.expect("start time"), status.completion_time.expect("completion time"));
+    assert!(start.0 < end.0);
 
     let puts = requests(&op, "PUT", &format!("/jobs/{job_name}")).await;
     assert_eq!(puts.len(), 1, "exactly one submission");

@@ -217,24 +217,33 @@ async fn observe_compute(
     }
 }
 
-/// Steps and final metrics, best effort: missing metrics are not an error.
-async fn final_details(
-    client: &WorkspaceClient,
-    job: &str,
-) -> (Vec<StepStatus>, std::collections::BTreeMap<String, f64>) {
-    let children: Vec<ChildRun> = client
+/// What the end of a job adds to status, read once from MLflow.
+#[derive(Default)]
+struct FinalDetails {
+    /// Step runs in the order they started.
+    steps: Vec<StepStatus>,
+    /// Final metrics of the fine-tune step (or of the pipeline run).
+    metrics: std::collections::BTreeMap<String, f64>,
+    /// First step start and last step end: the job's span when the ARM body does not carry it.
+    started: Option<jiff::Timestamp>,
+    ended: Option<jiff::Timestamp>,
+}
+
+/// Steps, span and final metrics, best effort: missing metrics are not an error.
+async fn final_details(client: &WorkspaceClient, job: &str) -> FinalDetails {
+    let mut children: Vec<ChildRun> = client
         .list_child_jobs(job)
         .await
         .inspect_err(|e| tracing::info!(job, error = %error_chain(e), "no step runs for the job"))
         .unwrap_or_default();
-    let mut steps: Vec<StepStatus> = children
+    children.sort_by(|a, b| (a.start_time, &a.run_name).cmp(&(b.start_time, &b.run_name)));
+    let steps = children
         .iter()
         .map(|c| StepStatus {
             name: c.run_name.clone().unwrap_or_else(|| c.run_id.clone()),
             status: c.status.clone().unwrap_or_else(|| "Unknown".into()),
         })
         .collect();
-    steps.sort_by(|a, b| a.name.cmp(&b.name));
     let mut metrics = children
         .iter()
         .find(|c| c.run_name.as_deref() == Some(FINETUNE_STEP))
@@ -249,7 +258,12 @@ async fn final_details(
     }
     // Non-finite values cannot be written as JSON.
     metrics.retain(|_, v| v.is_finite());
-    (steps, metrics)
+    FinalDetails {
+        steps,
+        metrics,
+        started: children.iter().filter_map(|c| c.start_time).min(),
+        ended: children.iter().filter_map(|c| c.end_time).max(),
+    }
 }
 
 /// Status while validating, with whatever was pinned so far.
@@ -438,13 +452,15 @@ async fn apply(ftj: Arc<FineTuneJob>, ctx: &Context, store: &Store<FineTuneJob>)
                 old.phase == t.phase && old.azure_status.as_deref() == Some(t.azure_status.as_str());
             if !recorded {
                 // The job just ended: read steps and final metrics once.
-                let (steps, metrics) = final_details(&client, &job_name).await;
-                if !steps.is_empty() {
-                    status.steps = steps;
+                let details = final_details(&client, &job_name).await;
+                if !details.steps.is_empty() {
+                    status.steps = details.steps;
                 }
-                if !metrics.is_empty() {
-                    status.metrics = metrics;
+                if !details.metrics.is_empty() {
+                    status.metrics = details.metrics;
                 }
+                status.start_time = status.start_time.or(details.started.map(Time));
+                status.completion_time = status.completion_time.or(details.ended.map(Time));
             }
             report(&ftj, ctx, &old, Outcome { status, health: t.health.clone() }).await?;
             Ok(Action::requeue(ctx.policy.resync()))

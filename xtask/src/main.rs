@@ -1,0 +1,78 @@
+//! `cargo xtask`: builds and runs the local Kubernetes control plane (see `xtask::control_plane`).
+#![forbid(unsafe_code)]
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use xtask::control_plane::{self, ControlPlane, Options};
+
+#[derive(Parser, Debug)]
+#[command(name = "xtask", about = "Developer tasks of azureml-operator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build kube-apiserver, kubectl and etcd into the cache if they are not there, and print
+    /// their paths.
+    BuildControlPlane,
+    /// Start a local control plane, print how to reach it, and keep it up until Ctrl-C.
+    ControlPlane {
+        /// Install the CRDs in this directory once the API server is ready.
+        #[arg(long, value_name = "DIR")]
+        crds: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::BuildControlPlane => build().await,
+        Command::ControlPlane { crds } => run(crds).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn build() -> control_plane::Result<()> {
+    let binaries = tokio::task::spawn_blocking(control_plane::ensure_binaries).await.map_err(|e| {
+        control_plane::Error::Io {
+            action: "build",
+            path: control_plane::hack_dir(),
+            source: std::io::Error::other(e),
+        }
+    })??;
+    println!("kube-apiserver {}", binaries.kube_apiserver.display());
+    println!("etcd {}", binaries.etcd.display());
+    println!("kubectl {}", binaries.kubectl.display());
+    Ok(())
+}
+
+async fn run(crds: Option<PathBuf>) -> control_plane::Result<()> {
+    let cp = ControlPlane::start(Options::default()).await?;
+    if let Some(dir) = crds {
+        for name in cp.install_crds(&dir).await? {
+            eprintln!("installed CRD {name}");
+        }
+    }
+    eprintln!("control plane at {} (scratch directory {})", cp.server_url(), cp.dir().display());
+    eprintln!("kubectl: {}", cp.binaries().kubectl.display());
+    println!("export KUBECONFIG={}", cp.kubeconfig_path().display());
+    eprintln!("press Ctrl-C to stop");
+    tokio::signal::ctrl_c().await.map_err(|source| control_plane::Error::Io {
+        action: "wait for Ctrl-C in",
+        path: cp.dir().to_path_buf(),
+        source,
+    })?;
+    eprintln!("stopping");
+    Ok(())
+}

@@ -44,13 +44,7 @@ async fn main() -> ExitCode {
 }
 
 async fn build() -> control_plane::Result<()> {
-    let binaries = tokio::task::spawn_blocking(control_plane::ensure_binaries).await.map_err(|e| {
-        control_plane::Error::Io {
-            action: "build",
-            path: control_plane::hack_dir(),
-            source: std::io::Error::other(e),
-        }
-    })??;
+    let binaries = control_plane::build_binaries().await?;
     println!("kube-apiserver {}", binaries.kube_apiserver.display());
     println!("etcd {}", binaries.etcd.display());
     println!("kubectl {}", binaries.kubectl.display());
@@ -68,11 +62,7 @@ async fn run(crds: Option<PathBuf>) -> control_plane::Result<()> {
     eprintln!("kubectl: {}", cp.binaries().kubectl.display());
     println!("export KUBECONFIG={}", cp.kubeconfig_path().display());
     eprintln!("press Ctrl-C to stop");
-    tokio::signal::ctrl_c().await.map_err(|source| control_plane::Error::Io {
-        action: "wait for Ctrl-C in",
-        path: cp.dir().to_path_buf(),
-        source,
-    })?;
+    tokio::signal::ctrl_c().await.map_err(control_plane::Error::io("wait for Ctrl-C in", cp.dir()))?;
     eprintln!("stopping");
     Ok(())
 }

@@ -83,19 +83,15 @@ pub fn ensure_binaries() -> Result<Binaries> {
         return Ok(binaries);
     }
 
-    let io = |action: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { action, path, source }
-    };
-    fs::create_dir_all(&parent).map_err(io("create the cache directory", &parent))?;
+    fs::create_dir_all(&parent).map_err(Error::io("create the cache directory", &parent))?;
     let lock_path = parent.join(format!(".{key}.lock"));
     let lock = File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(io("open the build lock", &lock_path))?;
-    lock.lock().map_err(io("lock", &lock_path))?;
+        .map_err(Error::io("open the build lock", &lock_path))?;
+    lock.lock().map_err(Error::io("lock", &lock_path))?;
     // Another process may have finished the build while we waited for the lock.
     if binaries.all_present() {
         return Ok(binaries);
@@ -111,7 +107,7 @@ pub fn ensure_binaries() -> Result<Binaries> {
         }
     }
     let staging = parent.join(format!("{staging_prefix}{}", std::process::id()));
-    fs::create_dir_all(&staging).map_err(io("create the staging directory", &staging))?;
+    fs::create_dir_all(&staging).map_err(Error::io("create the staging directory", &staging))?;
 
     eprintln!(
         "building kube-apiserver and kubectl {KUBERNETES_VERSION} and etcd {ETCD_VERSION} into {} \
@@ -129,10 +125,19 @@ pub fn ensure_binaries() -> Result<Binaries> {
     go_build(&hack.join("etcd"), "", &staging.join("etcd"), &["go.etcd.io/etcd/server/v3"])?;
 
     if dir.exists() {
-        fs::remove_dir_all(&dir).map_err(io("remove the incomplete cache", &dir))?;
+        fs::remove_dir_all(&dir).map_err(Error::io("remove the incomplete cache", &dir))?;
     }
-    fs::rename(&staging, &dir).map_err(io("move the build into the cache", &dir))?;
+    fs::rename(&staging, &dir).map_err(Error::io("move the build into the cache", &dir))?;
     Ok(binaries)
+}
+
+/// [`ensure_binaries`] on a blocking thread, for async callers.
+pub async fn build_binaries() -> Result<Binaries> {
+    tokio::task::spawn_blocking(ensure_binaries).await.map_err(|e| Error::Io {
+        action: "build",
+        path: hack_dir(),
+        source: std::io::Error::other(e),
+    })?
 }
 
 /// Stamps the version the binaries report (`/version`, `kubectl version`): a module build has no
@@ -167,7 +172,7 @@ fn go_build(module: &Path, extra_ldflags: &str, output: &Path, packages: &[&str]
         .output();
     let result = match result {
         Err(source) if source.kind() == std::io::ErrorKind::NotFound => return Err(Error::GoMissing),
-        other => other.map_err(|source| Error::Io { action: "run go build", path: module.into(), source })?,
+        other => other.map_err(Error::io("run go build in", module))?,
     };
     if !result.status.success() {
         let mut log = String::from_utf8_lossy(&result.stdout).into_owned();

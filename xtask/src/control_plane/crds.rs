@@ -59,11 +59,7 @@ pub async fn install_crds(client: &Client, dir: &Path) -> Result<Vec<String>> {
 }
 
 fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
-        action: "read the CRD directory",
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(dir).map_err(Error::io("read the CRD directory", dir))?;
     let mut files: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
@@ -75,11 +71,7 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// The CRD documents of one file, as JSON values so that no field is lost on the way.
 fn read_crds(file: &Path) -> Result<Vec<serde_json::Value>> {
-    let text = std::fs::read_to_string(file).map_err(|source| Error::Io {
-        action: "read the CRD file",
-        path: file.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(file).map_err(Error::io("read the CRD file", file))?;
     let invalid = |message: String| Error::InvalidCrd { file: file.to_path_buf(), message };
     let docs: Vec<serde_json::Value> =
         serde_saphyr::from_multiple(&text).map_err(|e| invalid(format!("not YAML: {e}")))?;

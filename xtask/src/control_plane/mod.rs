@@ -37,7 +37,8 @@ use serde_json::json;
 use tokio::time::{Instant, sleep, timeout};
 
 pub use binaries::{
-    Binaries, ETCD_VERSION, KUBERNETES_VERSION, cache_key, cache_root, ensure_binaries, hack_dir,
+    Binaries, ETCD_VERSION, KUBERNETES_VERSION, build_binaries, cache_key, cache_root, ensure_binaries,
+    hack_dir,
 };
 pub use crds::install_crds;
 pub use pki::{ADMIN_GROUP, ADMIN_USER};
@@ -158,6 +159,12 @@ pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster
 const CLUSTER_NAME: &str = "azureml-operator-local";
 
 impl Error {
+    /// Maps an I/O error of `action` on `path` to [`Error::Io`], for `map_err`.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { action, path, source }
+    }
+
     /// True when a server failed because its port was taken between choosing and binding it.
     pub fn is_port_conflict(&self) -> bool {
         matches!(self, Error::ServerExited { log_tail, .. } if log_tail.contains("address already in use"))
@@ -202,11 +209,7 @@ impl ControlPlane {
     /// Builds the binaries if needed (minutes, once per version), then starts etcd and
     /// kube-apiserver on free loopback ports and waits until `/readyz` answers `ok`.
     pub async fn start(opts: Options) -> Result<Self> {
-        let binaries = tokio::task::spawn_blocking(ensure_binaries).await.map_err(|e| Error::Io {
-            action: "build",
-            path: hack_dir(),
-            source: std::io::Error::other(e),
-        })??;
+        let binaries = build_binaries().await?;
         let mut attempt = 1;
         loop {
             match Self::start_once(binaries.clone(), &opts).await {
@@ -217,18 +220,15 @@ impl ControlPlane {
     }
 
     async fn start_once(binaries: Binaries, opts: &Options) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("azureml-operator-cp-").tempdir().map_err(|source| {
-            Error::Io { action: "create a scratch directory in", path: std::env::temp_dir(), source }
-        })?;
+        let dir = tempfile::Builder::new()
+            .prefix("azureml-operator-cp-")
+            .tempdir()
+            .map_err(Error::io("create a scratch directory in", std::env::temp_dir()))?;
         let root = dir.path().to_path_buf();
         let pki = Pki::generate()?;
         let file = |name: &str, contents: &str| -> Result<String> {
             let path = root.join(name);
-            std::fs::write(&path, contents).map_err(|source| Error::Io {
-                action: "write",
-                path: path.clone(),
-                source,
-            })?;
+            std::fs::write(&path, contents).map_err(Error::io("write", &path))?;
             Ok(path.display().to_string())
         };
         let ca_file = file("ca.crt", &pki.ca_cert)?;
@@ -296,11 +296,7 @@ impl ControlPlane {
         let kubeconfig_path = root.join("kubeconfig");
         let yaml = serde_saphyr::to_string(&kubeconfig_value)
             .map_err(|e| Error::Kubeconfig { message: e.to_string() })?;
-        std::fs::write(&kubeconfig_path, yaml).map_err(|source| Error::Io {
-            action: "write",
-            path: kubeconfig_path.clone(),
-            source,
-        })?;
+        std::fs::write(&kubeconfig_path, yaml).map_err(Error::io("write", &kubeconfig_path))?;
         let kubeconfig = serde_json::from_value(kubeconfig_value)
             .map_err(|e| Error::Kubeconfig { message: e.to_string() })?;
 
@@ -476,20 +472,11 @@ fn client_from(config: Config) -> Result<Client> {
 /// kernel does not hand out one twice; another process may still take one before our server binds
 /// it, which [`ControlPlane::start`] handles by retrying.
 fn free_ports() -> Result<[u16; 3]> {
-    let bind = || {
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|source| Error::Io {
-            action: "bind a free port on",
-            path: "127.0.0.1".into(),
-            source,
-        })
-    };
+    let bind =
+        || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(Error::io("bind a free port on", "127.0.0.1"));
     let listeners = [bind()?, bind()?, bind()?];
     let port = |l: &TcpListener| {
-        l.local_addr().map(|a| a.port()).map_err(|source| Error::Io {
-            action: "read the port of",
-            path: "127.0.0.1".into(),
-            source,
-        })
+        l.local_addr().map(|a| a.port()).map_err(Error::io("read the port of", "127.0.0.1"))
     };
     Ok([port(&listeners[0])?, port(&listeners[1])?, port(&listeners[2])?])
 }

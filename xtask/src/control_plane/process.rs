@@ -63,13 +63,12 @@ impl Server {
         log: PathBuf,
         cleanup: Option<&Path>,
     ) -> Result<Self> {
-        let io = |action: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { action, path, source }
-        };
-        let out =
-            OpenOptions::new().create(true).append(true).open(&log).map_err(io("open the log", &log))?;
-        let err = out.try_clone().map_err(io("open the log", &log))?;
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(Error::io("open the log", &log))?;
+        let err = out.try_clone().map_err(Error::io("open the log", &log))?;
         let mut watchdog = Command::new("sh")
             .arg("-c")
             .arg(WATCHDOG)
@@ -81,7 +80,7 @@ impl Server {
             .stdout(out)
             .stderr(err)
             .spawn()
-            .map_err(io("start", program))?;
+            .map_err(Error::io("start", program))?;
         let lifeline = watchdog.stdin.take();
         Ok(Self { name, watchdog, lifeline, log })
     }

@@ -48,8 +48,12 @@ impl Req {
             .unwrap_or_else(|| "127.0.0.1".into());
         let base = format!("{scheme}://{host}");
         let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|err| {
-            ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequestContent", format!("cannot read body: {err}"))
-                .into_response()
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestContent",
+                format!("cannot read body: {err}"),
+            )
+            .into_response()
         })?;
         let path = parts.uri.path().to_string();
         let raw_query = parts.uri.query().unwrap_or("").to_string();
@@ -60,7 +64,17 @@ impl Req {
             .collect();
         let lower = segs.iter().map(|s| s.to_ascii_lowercase()).collect();
         let query = form_urlencoded_pairs(&raw_query);
-        Ok(Self { method: parts.method, path, raw_query, segs, lower, query, headers: parts.headers, body, base })
+        Ok(Self {
+            method: parts.method,
+            path,
+            raw_query,
+            segs,
+            lower,
+            query,
+            headers: parts.headers,
+            body,
+            base,
+        })
     }
 
     /// A query parameter, matched case-insensitively by name (ARM does so for `api-version`).
@@ -193,7 +207,9 @@ impl IntoResponse for ApiError {
 pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
     response
 }
 

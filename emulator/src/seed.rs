@@ -88,7 +88,13 @@ impl World {
 
 fn vm_size_list() -> Vec<VmSize> {
     let gpu = vec!["AmlCompute", "ComputeInstance", "MIR"];
-    let size = |name: &str, family: &str, vcpus: u32, gpus: u32, memory_gb: f64, price: f64, types: &Vec<&'static str>| {
+    let size = |name: &str,
+                family: &str,
+                vcpus: u32,
+                gpus: u32,
+                memory_gb: f64,
+                price: f64,
+                types: &Vec<&'static str>| {
         VmSize {
             name: name.into(),
             family: family.into(),
@@ -129,9 +135,10 @@ fn phi3_version(version: &str, created: &str) -> RegistryModelVersion {
     RegistryModelVersion {
         version: version.into(),
         created: ts(created),
-        description: "The Phi-3-Mini-4K-Instruct is a 3.8B parameters, lightweight, state-of-the-art open model \
+        description:
+            "The Phi-3-Mini-4K-Instruct is a 3.8B parameters, lightweight, state-of-the-art open model \
                       trained with the Phi-3 datasets."
-            .into(),
+                .into(),
         model_type: "mlflow_model".into(),
         tags: string_map(&[
             ("finetune_compute_allow_list", PHI3_FINETUNE_ALLOW),
@@ -192,7 +199,8 @@ fn azureml_registry(name: &str, location: &str) -> Registry {
         // Current assets keep only model_specific_defaults as a tag (allow lists moved to system metadata).
         v.tags.insert(
             "model_specific_defaults".into(),
-            r#"{"apply_lora": "true", "precision": 16, "learning_rate": 2e-05, "num_train_epochs": 1}"#.into(),
+            r#"{"apply_lora": "true", "precision": 16, "learning_rate": 2e-05, "num_train_epochs": 1}"#
+                .into(),
         );
     }
     let llama_description = "Llama 2 7B chat (retired from the catalog).";
@@ -341,7 +349,14 @@ fn chat_completion_pipeline_spec(version: &str, newest: bool) -> Value {
             "lr_scheduler_type",
             choice(
                 "linear",
-                &["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"],
+                &[
+                    "linear",
+                    "cosine",
+                    "cosine_with_restarts",
+                    "polynomial",
+                    "constant",
+                    "constant_with_warmup",
+                ],
             ),
         ),
         ("precision", choice("32", &["32", "16"])),

@@ -26,8 +26,9 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(config: Config, https_url: String, http_url: String) -> Self {
         let rng = ring::rand::SystemRandom::new();
-        let token_key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
-            .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, uuid::Uuid::new_v4().as_bytes()));
+        let token_key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).unwrap_or_else(|_| {
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, uuid::Uuid::new_v4().as_bytes())
+        });
         let world = World::seeded(&config, &https_url);
         let throttle = Throttle::new(config.throttle.clone());
         Self {
@@ -290,7 +291,8 @@ pub(crate) struct Job {
 }
 
 /// Job statuses that never change again.
-pub(crate) const TERMINAL_JOB_STATES: [&str; 5] = ["Completed", "Failed", "Canceled", "NotResponding", "Paused"];
+pub(crate) const TERMINAL_JOB_STATES: [&str; 5] =
+    ["Completed", "Failed", "Canceled", "NotResponding", "Paused"];
 
 impl Job {
     pub(crate) fn status_at(&self, now: Timestamp) -> &str {
@@ -485,7 +487,12 @@ impl World {
     }
 
     /// Takes the injected failure for a resource, if one waits for it.
-    pub(crate) fn take_failure(&mut self, kind: &str, name: &str, endpoint: Option<&str>) -> Option<ErrorInfo> {
+    pub(crate) fn take_failure(
+        &mut self,
+        kind: &str,
+        name: &str,
+        endpoint: Option<&str>,
+    ) -> Option<ErrorInfo> {
         let index = self.failures.iter().position(|f| {
             f.kind.eq_ignore_ascii_case(kind)
                 && f.name.eq_ignore_ascii_case(name)
@@ -530,7 +537,8 @@ impl World {
 
     /// Ends an operation.
     pub(crate) fn finish_operation(&mut self, id: &str, at: Timestamp, error: Option<ErrorInfo>) {
-        let result = self.operations.get(id).and_then(|op| op.result_of.clone()).and_then(|r| self.render_ref(&r));
+        let result =
+            self.operations.get(id).and_then(|op| op.result_of.clone()).and_then(|r| self.render_ref(&r));
         if let Some(op) = self.operations.get_mut(id) {
             op.status = if error.is_some() { "Failed".into() } else { "Succeeded".into() };
             op.end = Some(at);
@@ -630,7 +638,8 @@ impl World {
                 Target::Endpoint(i) => {
                     // Deleting the endpoint deletes its deployments; their delete operations end too.
                     let ep = self.endpoints.remove(i);
-                    for op in ep.deployments.iter().filter_map(|d| d.prov.pending.as_ref()?.operation.clone()) {
+                    for op in ep.deployments.iter().filter_map(|d| d.prov.pending.as_ref()?.operation.clone())
+                    {
                         self.finish_operation(&op, at, None);
                     }
                 }

@@ -10,7 +10,9 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::auth::{Claims, require_arm};
-use crate::http::{ApiError, Req, empty, json_response, method_not_allowed, ok, page, system_data, with_header};
+use crate::http::{
+    ApiError, Req, empty, json_response, method_not_allowed, ok, page, system_data, with_header,
+};
 use crate::state::{Compute, Operation, OperationKind, Outcome, Provisioning, Shared, Workspace, World};
 use crate::throttle::Kind;
 use crate::{endpoints, jobs, models, validate};
@@ -85,15 +87,43 @@ fn route(shared: &Arc<Shared>, req: &Req, claims: Claims) -> Result<Response, Ap
             only(req, &Method::GET)?;
             vm_sizes(shared, req, &s[5])
         }
-        ["subscriptions", _, "providers", "microsoft.machinelearningservices", "locations", _, "mfeoperationsstatus", _] => {
+        [
+            "subscriptions",
+            _,
+            "providers",
+            "microsoft.machinelearningservices",
+            "locations",
+            _,
+            "mfeoperationsstatus",
+            _,
+        ] => {
             only(req, &Method::GET)?;
             operation_status(shared, req, &s[7])
         }
-        ["subscriptions", _, "providers", "microsoft.machinelearningservices", "locations", _, "mfeoperationresults", _] => {
+        [
+            "subscriptions",
+            _,
+            "providers",
+            "microsoft.machinelearningservices",
+            "locations",
+            _,
+            "mfeoperationresults",
+            _,
+        ] => {
             only(req, &Method::GET)?;
             operation_result(shared, req, &s[7])
         }
-        ["subscriptions", _, "resourcegroups", _, "providers", "microsoft.machinelearningservices", "workspaces", _, rest @ ..] => {
+        [
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.machinelearningservices",
+            "workspaces",
+            _,
+            rest @ ..,
+        ] => {
             let ws = shared.world().workspace(&s[1], &s[3], &s[7]).cloned().ok_or_else(|| {
                 ApiError::not_found(format!(
                     "The Resource 'Microsoft.MachineLearningServices/workspaces/{}' under resource group '{}' was \
@@ -122,9 +152,16 @@ fn route(shared: &Arc<Shared>, req: &Req, claims: Claims) -> Result<Response, Ap
                 Some(other) => Err(invalid_resource_type(req, &format!("workspaces/{other}"))),
             }
         }
-        ["subscriptions", _, "resourcegroups", _, "providers", "microsoft.machinelearningservices", kind, ..] => {
-            Err(invalid_resource_type(req, kind))
-        }
+        [
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.machinelearningservices",
+            kind,
+            ..,
+        ] => Err(invalid_resource_type(req, kind)),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "NoRegisteredProviderFound",
@@ -249,7 +286,8 @@ fn operation_result(shared: &Arc<Shared>, req: &Req, id: &str) -> Result<Respons
     match op.status.as_str() {
         "InProgress" => {
             let response = empty(StatusCode::ACCEPTED);
-            let response = with_header(response, "location", &format!("{}{}?{}", req.base, req.path, req.raw_query));
+            let response =
+                with_header(response, "location", &format!("{}{}?{}", req.base, req.path, req.raw_query));
             Ok(with_header(response, "retry-after", &world.retry_after(10.0)))
         }
         "Succeeded" => Ok(match &op.result {
@@ -257,7 +295,10 @@ fn operation_result(shared: &Arc<Shared>, req: &Req, id: &str) -> Result<Respons
             None => empty(StatusCode::NO_CONTENT),
         }),
         _ => {
-            let err = op.error.clone().unwrap_or_else(|| crate::state::ErrorInfo::new("Canceled", "The operation was canceled."));
+            let err = op
+                .error
+                .clone()
+                .unwrap_or_else(|| crate::state::ErrorInfo::new("Canceled", "The operation was canceled."));
             Ok(json_response(StatusCode::BAD_REQUEST, &json!({"error": err.to_json()})))
         }
     }
@@ -301,7 +342,12 @@ fn computes(ctx: &Ctx) -> Result<Response, ApiError> {
         1 => {
             only(req, &Method::GET)?;
             let world = ctx.shared.world();
-            let items = world.computes.iter().filter(|c| c.ws == ctx.ws.key()).map(|c| render_compute(&ctx.ws, c)).collect();
+            let items = world
+                .computes
+                .iter()
+                .filter(|c| c.ws == ctx.ws.key())
+                .map(|c| render_compute(&ctx.ws, c))
+                .collect();
             Ok(ok(&page(req, items)))
         }
         2 => {
@@ -386,7 +432,9 @@ fn put_compute(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
         return Err(ApiError::validation(
             "properties.computeType",
             "NotSupported",
-            format!("Compute type '{compute_type}' cannot be created here; only AmlCompute clusters are supported."),
+            format!(
+                "Compute type '{compute_type}' cannot be created here; only AmlCompute clusters are supported."
+            ),
         ));
     }
     let inner = props.get("properties").cloned().unwrap_or(Value::Null);
@@ -398,7 +446,9 @@ fn put_compute(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
         return Err(ApiError::validation(
             "properties.properties.vmPriority",
             "InvalidEnumValue",
-            format!("The value '{vm_priority}' is not valid for vmPriority. Valid values: Dedicated, LowPriority."),
+            format!(
+                "The value '{vm_priority}' is not valid for vmPriority. Valid values: Dedicated, LowPriority."
+            ),
         ));
     }
     let scale = inner.get("scaleSettings").cloned().unwrap_or(Value::Null);
@@ -426,7 +476,8 @@ fn put_compute(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
             format!("minNodeCount ({min_nodes}) cannot be greater than maxNodeCount ({max_nodes})."),
         ));
     }
-    let idle = scale.get("nodeIdleTimeBeforeScaleDown").and_then(Value::as_str).unwrap_or("PT120S").to_string();
+    let idle =
+        scale.get("nodeIdleTimeBeforeScaleDown").and_then(Value::as_str).unwrap_or("PT120S").to_string();
     if validate::iso_duration_secs(&idle).is_none() {
         return Err(ApiError::validation(
             "properties.properties.scaleSettings.nodeIdleTimeBeforeScaleDown",
@@ -458,7 +509,10 @@ fn put_compute(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
         if existing.prov.busy() {
             return Err(ApiError::conflict(
                 "Conflict",
-                format!("Compute '{name}' has an operation in progress ({}); retry when it ends.", existing.prov.state),
+                format!(
+                    "Compute '{name}' has an operation in progress ({}); retry when it ends.",
+                    existing.prov.state
+                ),
             ));
         }
         if !existing.vm_size.eq_ignore_ascii_case(&vm_size) {
@@ -475,13 +529,18 @@ fn put_compute(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
     let exists = world.compute(&ws_key, name).is_some();
     let failure = world.take_failure("compute", name, None);
     let at = now + world.scaled(if exists { 30.0 } else { 120.0 });
-    let op = world.new_operation(&ctx.ws.subscription, &ctx.ws.location, OperationKind::AsyncOperation, now, None);
+    let op =
+        world.new_operation(&ctx.ws.subscription, &ctx.ws.location, OperationKind::AsyncOperation, now, None);
     let outcome = failure.map_or(Outcome::Succeeded, Outcome::Failed);
     let description = props.get("description").and_then(Value::as_str).map(str::to_string);
     let tags = body.get("tags").cloned().unwrap_or_else(|| json!({}));
     let location = location.to_string();
     if exists {
-        let c = world.computes.iter_mut().find(|c| c.ws == ws_key && c.name.eq_ignore_ascii_case(name)).ok_or_else(|| compute_not_found(name))?;
+        let c = world
+            .computes
+            .iter_mut()
+            .find(|c| c.ws == ws_key && c.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| compute_not_found(name))?;
         c.min_nodes = min_nodes as u32;
         c.max_nodes = max_nodes as u32;
         c.idle = idle;
@@ -530,7 +589,9 @@ fn delete_compute(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
         return Err(ApiError::validation(
             "underlyingResourceAction",
             "InvalidEnumValue",
-            format!("The value '{action}' is not valid for underlyingResourceAction. Valid values: Delete, Detach."),
+            format!(
+                "The value '{action}' is not valid for underlyingResourceAction. Valid values: Delete, Detach."
+            ),
         ));
     }
     let at = now + world.scaled(60.0);

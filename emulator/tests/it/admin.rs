@@ -60,7 +60,12 @@ async fn status_fault_fires_n_times() {
 #[tokio::test]
 async fn fault_body_probability_and_method() {
     let env = start().await;
-    env.admin(Method::POST, "faults", Some(json!({"pathRegex": "computes", "status": 500, "probability": 0.0}))).await;
+    env.admin(
+        Method::POST,
+        "faults",
+        Some(json!({"pathRegex": "computes", "status": 500, "probability": 0.0})),
+    )
+    .await;
     env.admin(Method::POST, "faults", Some(json!({"method": "PUT", "pathRegex": "workspaces", "status": 409, "body": {"error": {"code": "Custom"}}}))).await;
     assert_eq!(env.get(&env.ws_path("/computes/gpu-cluster")).await.0, StatusCode::OK);
     let (status, body) = env.put(&env.ws_path("/computes/x"), json!({})).await;
@@ -76,13 +81,20 @@ async fn fault_body_probability_and_method() {
 #[tokio::test]
 async fn latency_and_drop() {
     let env = start().await;
-    env.admin(Method::POST, "faults", Some(json!({"pathRegex": "vmSizes", "latencyMs": 300, "times": 1}))).await;
-    let path = format!("/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/eastus2/vmSizes");
+    env.admin(Method::POST, "faults", Some(json!({"pathRegex": "vmSizes", "latencyMs": 300, "times": 1})))
+        .await;
+    let path =
+        format!("/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/eastus2/vmSizes");
     let started = std::time::Instant::now();
     assert_eq!(env.get(&path).await.0, StatusCode::OK);
     assert!(started.elapsed() >= Duration::from_millis(300));
 
-    env.admin(Method::POST, "faults", Some(json!({"pathRegex": "computes/gpu-cluster", "drop": true, "times": 1}))).await;
+    env.admin(
+        Method::POST,
+        "faults",
+        Some(json!({"pathRegex": "computes/gpu-cluster", "drop": true, "times": 1})),
+    )
+    .await;
     let url = env.url(&format!("{}?api-version={API}", env.ws_path("/computes/gpu-cluster")));
     let err = env.client.get(&url).bearer_auth(&env.token).send().await;
     assert!(err.is_err(), "a dropped connection gives no response");
@@ -96,7 +108,12 @@ async fn reset_and_state() {
     let state = env.state().await;
     assert_eq!(state["jobs"], json!([]));
     assert_eq!(state["endpoints"], json!([]));
-    let computes: Vec<_> = state["computes"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
+    let computes: Vec<_> = state["computes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(computes, ["gpu-cluster", "broken-cluster"]);
     env.admin(Method::PUT, "computes/extra", Some(json!({"vmSize": "Standard_DS3_v2"}))).await;
     env.admin(Method::POST, "faults", Some(json!({"pathRegex": ".", "status": 500}))).await;

@@ -56,7 +56,12 @@ impl Env {
         let r = self
             .client
             .post(self.url(&format!("/{TENANT}/oauth2/v2.0/token")))
-            .form(&[("grant_type", "client_credentials"), ("client_id", CLIENT), ("client_secret", SECRET), ("scope", scope)])
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", CLIENT),
+                ("client_secret", SECRET),
+                ("scope", scope),
+            ])
             .send()
             .await
             .expect("token request");

@@ -115,6 +115,9 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
     metrics.register(&mut registry);
     azure.metrics().register(&mut registry);
     let health = HealthState::new(registry);
+    // Ready means the process is up and configured; a standby replica waiting for the Lease is ready too,
+    // so rollouts and PodDisruptionBudgets work with several replicas.
+    health.set_ready(true);
     tokio::spawn({
         let health = health.clone();
         async move {
@@ -157,7 +160,6 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
 
     let policy = Policy::scaled(args.interval_scale);
     let ctx = Arc::new(Context::new(client, azure, policy, metrics));
-    health.set_ready(true);
     tracing::info!(namespace = args.namespace.as_deref().unwrap_or("<all>"), "azureml-operator started");
     controller::run_all(ctx, args.namespace).await;
     tracing::info!("azureml-operator stopped");

@@ -81,12 +81,12 @@ pub struct ModelRegistrationSpec {
 
     /// Tags of the model version.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(length(max = 50))]
+    #[schemars(extend("maxProperties" = 50))]
     pub tags: BTreeMap<String, String>,
 
     /// Properties of the model version (immutable in Azure once set).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(length(max = 50))]
+    #[schemars(extend("maxProperties" = 50))]
     pub properties: BTreeMap<String, String>,
 
     /// What deleting this resource does in Azure: `Retain` (default) keeps the version, `Archive` archives it.

@@ -83,12 +83,12 @@ pub struct OnlineEndpointSpec {
     /// Share of live traffic per deployment, in percent. Keys must be deployment names; values sum to 100,
     /// or the map is empty (no traffic).
     #[serde(default)]
-    #[schemars(length(max = 20))]
+    #[schemars(schema_with = "traffic_schema")]
     pub traffic: BTreeMap<String, i32>,
 
     /// Share of traffic copied (shadowed) to a deployment, in percent. At most one deployment.
     #[serde(default)]
-    #[schemars(length(max = 1))]
+    #[schemars(schema_with = "mirror_traffic_schema")]
     pub mirror_traffic: BTreeMap<String, i32>,
 
     /// A Secret (same namespace) the operator writes `scoringUri`, `primaryKey` and `secondaryKey` into,
@@ -104,6 +104,24 @@ pub struct OnlineEndpointSpec {
     /// deployments; `Retain` leaves them.
     #[serde(default)]
     pub on_delete: EndpointOnDelete,
+}
+
+/// Percent per deployment: at most 20 deployments (Azure's per-endpoint quota), each 0–100.
+fn traffic_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 20,
+        "additionalProperties": { "type": "integer", "format": "int32", "minimum": 0, "maximum": 100 }
+    })
+}
+
+/// Mirror traffic: one deployment, at most 50 percent (Azure's limit for shadow traffic).
+fn mirror_traffic_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 1,
+        "additionalProperties": { "type": "integer", "format": "int32", "minimum": 0, "maximum": 50 }
+    })
 }
 
 /// Azure ML's rule for endpoint and deployment names.
@@ -153,7 +171,7 @@ pub struct Deployment {
     pub request_settings: Option<RequestSettings>,
     /// Environment variables of the inference server.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(length(max = 100))]
+    #[schemars(extend("maxProperties" = 100))]
     pub environment_variables: BTreeMap<String, String>,
 }
 

@@ -240,6 +240,7 @@ pub async fn run_all(ctx: Arc<Context>, namespace: Option<String>) {
     tokio::join!(
         workspace::run(ctx.clone(), namespace.clone()),
         modelregistration::run(ctx.clone(), namespace.clone()),
+        finetunejob::run(ctx.clone(), namespace.clone()),
     );
 }
 

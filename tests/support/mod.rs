@@ -70,3 +70,4 @@ pub async fn test_namespace(prefix: &str) -> String {
         .unwrap_or_else(|e| panic!("cannot create namespace {name}: {e}"));
     name
 }
+pub mod operator;

@@ -3,3 +3,4 @@
 #![forbid(unsafe_code)]
 
 pub mod control_plane;
+pub mod demo;

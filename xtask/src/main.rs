@@ -24,6 +24,8 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         crds: Option<PathBuf>,
     },
+    /// Run the notebook's whole workflow on the local control plane and the Azure ML emulator.
+    Demo,
 }
 
 #[tokio::main]
@@ -33,6 +35,16 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::BuildControlPlane => build().await,
         Command::ControlPlane { crds } => run(crds).await,
+        Command::Demo => {
+            let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            return match xtask::demo::run(&repo, xtask::demo::Binaries::Build).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("demo failed: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

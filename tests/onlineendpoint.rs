@@ -1,16 +1,14 @@
 //! The OnlineEndpoint controller against a real API server and the Azure ML emulator: notebook steps
 //! 7–9 end to end, blue/green, quota failure, drift, a restart mid-operation, and deletion.
 //!
-//! Deployments serve registry model assets (`assetId`), so no ModelRegistration is involved.
-//!
-//! The control plane is started here rather than through `tests/support`, because the API server
-//! refuses the generated OnlineEndpoint CRD as it stands (its cross-field CEL rules exceed the cost
-//! budget): this file installs it without the two rules that check traffic keys against deployment
-//! names. Those rules are the API's concern; what is tested here is the controller.
+//! Deployments serve registry model assets (`assetId`), so no ModelRegistration is involved, except
+//! in the rollout test, which writes a ModelRegistration's status itself. Only the Workspace and
+//! OnlineEndpoint controllers run, with intervals matched to a 1000x emulator.
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use azureml_emulator::{BucketConfig, Config as EmulatorConfig, Emulator, RunningEmulator, ThrottleConfig};
@@ -20,14 +18,12 @@ use azureml_operator::azure::{AzureMl, ClientOptions};
 use azureml_operator::controller::policy::Policy;
 use azureml_operator::controller::{Context, onlineendpoint, workspace};
 use azureml_operator::metrics::Metrics;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
-use xtask::control_plane::{ControlPlane, Options};
 
 const TENANT: &str = "00000000-0000-0000-0000-0000000000aa";
 const CLIENT_ID: &str = "00000000-0000-0000-0000-0000000000cc";
@@ -37,51 +33,6 @@ const WORKSPACE_PATH: &str = "/subscriptions/00000000-0000-0000-0000-00000000000
 const PHI3_V15: &str = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15";
 const PHI3_V14: &str = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/14";
 const WAIT: Duration = Duration::from_secs(60);
-
-static CLUSTER: OnceCell<ControlPlane> = OnceCell::const_new();
-
-/// This binary's control plane, with the operator's CRDs installed (see the module comment).
-async fn cluster() -> &'static ControlPlane {
-    CLUSTER
-        .get_or_init(|| async {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let cp = ControlPlane::start(Options::default()).await.expect("control plane starts");
-            let dir = cp.dir().join("crds");
-            std::fs::create_dir_all(&dir).expect("crd dir");
-            for mut crd in api::crds() {
-                if crd.spec.names.kind == "OnlineEndpoint" {
-                    for version in &mut crd.spec.versions {
-                        let spec = version
-                            .schema
-                            .as_mut()
-                            .and_then(|s| s.open_api_v3_schema.as_mut())
-                            .and_then(|s| s.properties.as_mut())
-                            .and_then(|p| p.get_mut("spec"));
-                        if let Some(rules) = spec.and_then(|s| s.x_kubernetes_validations.as_mut()) {
-                            rules.retain(|r| !r.rule.contains("exists("));
-                        }
-                    }
-                }
-                let yaml = api::crd_yaml(&crd).expect("yaml");
-                std::fs::write(dir.join(api::crd_file_name(&crd)), yaml).expect("write crd");
-            }
-            cp.install_crds(&dir).await.expect("CRDs installed");
-            cp
-        })
-        .await
-}
-
-async fn admin_client() -> Client {
-    cluster().await.client().await.expect("admin client")
-}
-
-async fn test_namespace(prefix: &str) -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(1);
-    let name = format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    Api::<Namespace>::all(admin_client().await).create(&PostParams::default(), &ns).await.expect("namespace");
-    name
-}
 
 /// The notebook's request (`sample_score.json`).
 fn sample_request() -> Value {
@@ -113,8 +64,8 @@ impl Harness {
             ThrottleConfig { reads: generous.clone(), writes: generous.clone(), deletes: generous };
         let config = EmulatorConfig::default().with_time_scale(1000.0).with_throttle(throttle);
         let emulator = Emulator::start(config).await.expect("emulator starts");
-        let ns = test_namespace(prefix).await;
-        let client = admin_client().await;
+        let ns = support::test_namespace(prefix).await;
+        let client = support::client().await;
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
         for (name, key, value) in [
             ("azureml-credentials", "clientSecret", CLIENT_SECRET.to_owned()),

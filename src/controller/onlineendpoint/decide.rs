@@ -429,7 +429,7 @@ fn decide_inner(spec: &OnlineEndpointSpec, obs: &Observed) -> Plan {
     if let Some(op) = obs
         .operations
         .iter()
-        .find(|o| o.pending.target == ENDPOINT_TARGET && in_flight.contains(ENDPOINT_TARGET))
+        .find(|o| o.pending.target == ENDPOINT_TARGET && matches!(o.state, OpState::InProgress { .. }))
     {
         let reason = if op.pending.action == actions::CREATE {
             reasons::ENDPOINT_PROVISIONING
@@ -647,7 +647,7 @@ fn decide_inner(spec: &OnlineEndpointSpec, obs: &Observed) -> Plan {
                     list(&not_ready.union(&busy).cloned().collect())
                 ),
             ),
-            poll_or_default(next_poll),
+            poll,
         );
     }
 
@@ -685,7 +685,7 @@ fn decide_inner(spec: &OnlineEndpointSpec, obs: &Observed) -> Plan {
                 reasons::DEPLOYMENTS_PROVISIONING,
                 format!("waiting for Azure to finish deployments {}", list(&names)),
             ),
-            poll_or_default(next_poll),
+            poll,
         );
     }
     if !waiting.is_empty() {
@@ -705,10 +705,6 @@ fn decide_inner(spec: &OnlineEndpointSpec, obs: &Observed) -> Plan {
         ),
         Requeue::Resync,
     )
-}
-
-fn poll_or_default(next: Option<Duration>) -> Requeue {
-    Requeue::Operation(next)
 }
 
 #[cfg(test)]

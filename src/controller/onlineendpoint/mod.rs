@@ -297,9 +297,9 @@ struct Acted {
     requeue: Requeue,
 }
 
-/// Sends the Azure writes of `plan` and turns their outcome into health and new operations.
-/// Transient failures are returned as `Err` after the operations that did start are persisted by
-/// the caller (through `Acted::started` and `transient`).
+/// Sends the Azure writes of `plan` and turns their outcome into health and new operations. A
+/// transient failure comes back beside the operations that did start, so the caller persists those
+/// before it returns the error for a retry.
 async fn act(client: &WorkspaceClient, name: &str, plan: &Plan) -> (Acted, Option<azure::Error>) {
     let mut acted = Acted {
         health: plan.health.clone(),

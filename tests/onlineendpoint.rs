@@ -837,3 +837,101 @@ async fn missing_workspace_releases() {
     h.wait_gone("orphan").await;
     assert!(h.requests("DELETE", "/onlineEndpoints/orphan").await.is_empty());
 }
+
+/// A smoke test the model refuses makes Ready=False with SmokeTestFailed and deletes nothing; fixing
+/// the request (a new generation) runs it again and the endpoint becomes Ready. A keys Secret deleted
+/// by hand is written again.
+#[tokio::test]
+async fn failed_smoke_test_stalls_without_deleting_anything() {
+    let h = Harness::start("oep-smoke").await;
+    h.create(
+        "smoky",
+        json!({
+            "deployments": [deployment("demo", PHI3_V15)],
+            "traffic": {"demo": 100},
+            "keysSecret": {"name": "smoky-keys"},
+            // Not the chat format: the emulated model answers 400.
+            "smokeTest": {"request": {"prompt": "hello"}}
+        }),
+    )
+    .await;
+    let oe = h
+        .wait_endpoint("smoky", "SmokeTestFailed", |oe| {
+            condition(oe, conditions::STALLED).is_some_and(|c| c.status == "True")
+        })
+        .await;
+    let stalled = condition(&oe, conditions::STALLED).unwrap();
+    assert_eq!(stalled.reason, reasons::SMOKE_TEST_FAILED);
+    assert!(stalled.message.contains("input_data"), "Azure's reply is quoted: {}", stalled.message);
+    assert_eq!(condition(&oe, conditions::READY).map(|c| c.status.as_str()), Some("False"));
+    assert_eq!(condition(&oe, "SmokeTestPassed").map(|c| c.status.as_str()), Some("False"));
+    let smoke = oe.status.as_ref().and_then(|s| s.last_smoke_test.clone()).expect("result recorded");
+    assert_eq!((smoke.passed, smoke.http_status, smoke.deployment.as_str()), (false, Some(400), "demo"));
+    let azure = h.azure_endpoint("smoky").await.expect("endpoint kept");
+    assert_eq!(azure["traffic"], json!({"demo": 100}));
+    assert_eq!(azure["deployments"][0]["provisioningState"], "Succeeded");
+
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), &h.ns);
+    secrets.delete("smoky-keys", &DeleteParams::default()).await.expect("Secret deleted");
+    wait_until(WAIT, "keys Secret written again", || async {
+        let s = secrets.get_opt("smoky-keys").await.ok()??;
+        (!secret_text(&s, "primaryKey").is_empty()).then_some(())
+    })
+    .await;
+
+    h.patch_spec("smoky", json!({"smokeTest": {"request": sample_request()}})).await;
+    let oe = h.wait_ready("smoky").await;
+    assert!(
+        oe.status.and_then(|s| s.last_smoke_test).is_some_and(|t| t.passed && t.http_status == Some(200))
+    );
+    assert_eq!(h.requests("PUT", "/deployments/demo").await.len(), 1, "the smoke test redeployed");
+}
+
+/// AADToken endpoints are scored with a Microsoft Entra token from the Workspace credential (smoke
+/// test and invoke); AMLToken endpoints are refused by invoke with a clear error.
+#[tokio::test]
+async fn token_auth_modes() {
+    let h = Harness::start("oep-tokens").await;
+    h.create(
+        "entra",
+        json!({
+            "authMode": "AADToken",
+            "deployments": [deployment("demo", PHI3_V15)],
+            "traffic": {"demo": 100},
+            "keysSecret": {"name": "entra-keys"},
+            "smokeTest": {"request": sample_request()}
+        }),
+    )
+    .await;
+    let oe = h.wait_ready("entra").await;
+    assert!(oe.status.and_then(|s| s.last_smoke_test).is_some_and(|t| t.passed));
+    let secret = Api::<Secret>::namespaced(h.client.clone(), &h.ns).get("entra-keys").await.expect("Secret");
+    assert!(!secret_text(&secret, "scoringUri").is_empty());
+    assert!(secret.data.unwrap_or_default().get("primaryKey").is_none(), "no keys for token auth");
+    let azure_ml = AzureMl::new(ClientOptions::default());
+    let reply =
+        azureml_operator::invoke::invoke(h.client.clone(), &azure_ml, &h.ns, "entra", None, sample_request())
+            .await
+            .expect("invoke");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    h.create(
+        "amltoken",
+        json!({"authMode": "AMLToken", "deployments": [deployment("demo", PHI3_V15)], "traffic": {"demo": 100}}),
+    )
+    .await;
+    h.wait_ready("amltoken").await;
+    let refused = azureml_operator::invoke::invoke(
+        h.client.clone(),
+        &azure_ml,
+        &h.ns,
+        "amltoken",
+        None,
+        sample_request(),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(azureml_operator::invoke::Error::UnsupportedAuth("AMLToken"))),
+        "{refused:?}"
+    );
+}

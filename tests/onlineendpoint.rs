@@ -907,7 +907,7 @@ async fn token_auth_modes() {
     assert!(oe.status.and_then(|s| s.last_smoke_test).is_some_and(|t| t.passed));
     let secret = Api::<Secret>::namespaced(h.client.clone(), &h.ns).get("entra-keys").await.expect("Secret");
     assert!(!secret_text(&secret, "scoringUri").is_empty());
-    assert!(secret.data.unwrap_or_default().get("primaryKey").is_none(), "no keys for token auth");
+    assert!(!secret.data.unwrap_or_default().contains_key("primaryKey"), "no keys for token auth");
     let azure_ml = AzureMl::new(ClientOptions::default());
     let reply =
         azureml_operator::invoke::invoke(h.client.clone(), &azure_ml, &h.ns, "entra", None, sample_request())

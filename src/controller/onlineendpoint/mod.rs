@@ -43,6 +43,9 @@ pub const KIND: &str = "OnlineEndpoint";
 pub const SMOKE_TEST_CONDITION: &str = "SmokeTestPassed";
 /// Event reason when a change made outside Kubernetes is put back.
 pub const DRIFT_CORRECTED: &str = "DriftCorrected";
+/// `SmokeTestPassed` reason (status Unknown) when the endpoint's auth mode leaves the operator no way
+/// to score it.
+pub const SMOKE_TEST_NOT_SUPPORTED: &str = "NotSupported";
 /// Label on the keys Secrets the operator writes (the Secret watch selects on it).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "azureml-operator");
 
@@ -612,7 +615,7 @@ async fn report(
                 set_condition(
                     &mut conds,
                     SMOKE_TEST_CONDITION,
-                    Some(("Unknown", "NotSupported", msg)),
+                    Some(("Unknown", SMOKE_TEST_NOT_SUPPORTED, msg)),
                     generation,
                     &now,
                 );

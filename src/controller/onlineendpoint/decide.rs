@@ -357,19 +357,8 @@ fn describe_split(m: &BTreeMap<String, u32>) -> String {
 /// Pure: from what was seen to the one step to take now.
 pub fn decide(spec: &OnlineEndpointSpec, obs: &Observed) -> Plan {
     let mut plan = decide_inner(spec, obs);
-    // Drift is reported on the pass that first sees it (the last one that knows the resource was
-    // Ready), even when putting it back takes several passes: deployments first, traffic after.
-    if obs.was_ready
-        && let Some(ep) = &obs.endpoint
-        && !(same_split(&split(&spec.traffic), &ep.traffic)
-            && same_split(&split(&spec.mirror_traffic), &ep.mirror_traffic))
-    {
-        plan.drift.push(format!(
-            "traffic of endpoint {} was {} in Azure; restoring {}",
-            obs.endpoint_name,
-            describe_split(&ep.traffic),
-            describe_split(&split(&spec.traffic))
-        ));
+    if obs.was_ready {
+        plan.drift = drift(spec, obs);
     }
     // A failure Azure reported for this generation is not retried until a resync has passed: keep the
     // Stalled condition and send nothing, unless the spec now asks for something else.
@@ -381,6 +370,41 @@ pub fn decide(spec: &OnlineEndpointSpec, obs: &Observed) -> Plan {
         }
         _ => plan,
     }
+}
+
+/// What differs in Azure from a spec that was already served: changes made outside Kubernetes.
+/// Reported on the pass that first sees them (the last one that knows the resource was Ready), even
+/// while Azure is still applying them and when putting them back takes several passes. A different
+/// model is a rollout (a new ModelRegistration version), not drift.
+fn drift(spec: &OnlineEndpointSpec, obs: &Observed) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in &spec.deployments {
+        let (Some(ModelState::Ready(model)), Some(o)) =
+            (obs.models.get(&d.name), obs.deployments.get(&d.name))
+        else {
+            continue;
+        };
+        let diff = deployment_diff(&deployment_spec(d, model, &obs.location), o);
+        if !diff.is_empty() && !diff.contains(&"model") {
+            out.push(format!(
+                "deployment {} differed from the spec in Azure ({}); restoring it",
+                d.name,
+                diff.join(", ")
+            ));
+        }
+    }
+    if let Some(ep) = &obs.endpoint
+        && !(same_split(&split(&spec.traffic), &ep.traffic)
+            && same_split(&split(&spec.mirror_traffic), &ep.mirror_traffic))
+    {
+        out.push(format!(
+            "traffic of endpoint {} was {} in Azure; restoring {}",
+            obs.endpoint_name,
+            describe_split(&ep.traffic),
+            describe_split(&split(&spec.traffic))
+        ));
+    }
+    out
 }
 
 fn decide_inner(spec: &OnlineEndpointSpec, obs: &Observed) -> Plan {
@@ -501,7 +525,6 @@ fn decide_inner(spec: &OnlineEndpointSpec, obs: &Observed) -> Plan {
     let mut busy: BTreeSet<String> = BTreeSet::new();
     let mut waiting: Vec<String> = Vec::new();
     let mut stalls: Vec<Health> = Vec::new();
-    let mut drift: Vec<String> = Vec::new();
     let mut succeeded: BTreeSet<String> = BTreeSet::new();
     for d in &spec.deployments {
         let target = deployment_target(&d.name);
@@ -542,13 +565,6 @@ fn decide_inner(spec: &OnlineEndpointSpec, obs: &Observed) -> Plan {
                     }
                     continue;
                 }
-                if obs.was_ready && !diff.is_empty() && !diff.contains(&"model") {
-                    drift.push(format!(
-                        "deployment {} differed from the spec in Azure ({}); restoring it",
-                        d.name,
-                        diff.join(", ")
-                    ));
-                }
                 actions::UPDATE
             }
             None => actions::CREATE,
@@ -588,7 +604,7 @@ fn decide_inner(spec: &OnlineEndpointSpec, obs: &Observed) -> Plan {
     let health_if_not_stalled = |h: Health| first_stall.clone().unwrap_or(h);
     if !puts.is_empty() {
         let names: BTreeSet<String> = puts.iter().map(|p| p.name.clone()).collect();
-        let mut plan = Plan::new(
+        return Plan::new(
             Step::PutDeployments(puts),
             health_if_not_stalled(Health::progressing(
                 reasons::DEPLOYMENTS_PROVISIONING,
@@ -596,8 +612,6 @@ fn decide_inner(spec: &OnlineEndpointSpec, obs: &Observed) -> Plan {
             )),
             Requeue::Operation(None),
         );
-        plan.drift = drift;
-        return plan;
     }
 
     // 3. Traffic, once every deployment it names has succeeded and no deployment is changing.
@@ -614,7 +628,7 @@ fn decide_inner(spec: &OnlineEndpointSpec, obs: &Observed) -> Plan {
             .collect();
         let not_ready: BTreeSet<String> = named.iter().filter(|n| !succeeded.contains(*n)).cloned().collect();
         if not_ready.is_empty() && busy.is_empty() {
-            let mut plan = Plan::new(
+            return Plan::new(
                 Step::PutEndpoint {
                     spec: endpoint_spec(spec, &obs.location, want_traffic.clone(), want_mirror.clone()),
                     action: actions::UPDATE,
@@ -625,8 +639,6 @@ fn decide_inner(spec: &OnlineEndpointSpec, obs: &Observed) -> Plan {
                 )),
                 Requeue::Operation(None),
             );
-            plan.drift = drift;
-            return plan;
         }
         if let Some(stalled) = first_stall {
             return Plan::new(Step::None, stalled, Requeue::Resync);
@@ -981,6 +993,24 @@ mod tests {
         let p = decide(&s, &o);
         assert_eq!(put_names(&p), ["demo"]);
         assert!(p.drift[0].contains("instanceCount"), "{:?}", p.drift);
+    }
+
+    /// Drift is reported at first sight even while Azure is still applying the change (nothing is
+    /// sent until it settles), because later passes no longer know the resource was Ready.
+    #[test]
+    fn drift_on_a_changing_deployment_is_reported_at_once() {
+        let s = spec(serde_json::json!({}));
+        let mut scaling = deployment("demo", "Scaling", &s);
+        scaling.instance_count = Some(2);
+        let mut o = with(observed(&s), endpoint("Succeeded", &[("demo", 100)]), vec![scaling]);
+        o.was_ready = true;
+        let p = decide(&s, &o);
+        assert_eq!(p.step, Step::None);
+        assert_eq!(p.drift.len(), 1, "{:?}", p.drift);
+        assert!(p.drift[0].contains("instanceCount"));
+        // Without a Ready before, the same difference is the first rollout, not drift.
+        o.was_ready = false;
+        assert!(decide(&s, &o).drift.is_empty());
     }
 
     /// Traffic and a deployment drifted together: both are reported on the first pass, which restores

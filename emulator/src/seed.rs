@@ -294,6 +294,18 @@ fn asset(kind: &str, mode: &str) -> Value {
     input(kind, None, &[("mode", json!(mode))])
 }
 
+/// One inner step of the pipeline component (in the REST node form: `componentId`, `computeId`): a
+/// registry command component placed on the compute and
+/// instance type that the pipeline's `compute_<stage>` / `instance_type_<stage>` inputs name.
+fn step(component: &str, version: &str, stage: &str) -> Value {
+    json!({
+        "type": "command",
+        "componentId": format!("azureml://registries/azureml/components/{component}/versions/{version}"),
+        "computeId": format!("${{{{parent.inputs.compute_{stage}}}}}"),
+        "resources": {"instance_type": format!("${{{{parent.inputs.instance_type_{stage}}}}}")},
+    })
+}
+
 /// The `chat_completion_pipeline` component spec as the registry returns it (`componentSpec`), with the
 /// inputs of reference §11 (name, type, default, enum, min, optional) and its two outputs.
 fn chat_completion_pipeline_spec(version: &str, newest: bool) -> Value {
@@ -402,11 +414,11 @@ fn chat_completion_pipeline_spec(version: &str, newest: bool) -> Value {
             "mlflow_model_folder": {"type": "mlflow_model", "mode": "rw_mount", "description": "Output dir to save the finetune model as mlflow model"},
         },
         "jobs": {
-            "ft_nlp_common_validation": {"type": "command", "component": "azureml:ft_nlp_common_validation:0.0.80"},
-            "chat_completion_model_import": {"type": "command", "component": "azureml:chat_completion_model_import:0.0.81"},
-            "chat_completion_datapreprocess": {"type": "command", "component": "azureml:chat_completion_datapreprocess:0.0.80"},
-            "chat_completion_finetune": {"type": "command", "component": "azureml:chat_completion_finetune:0.0.81"},
-            "ft_nlp_model_converter": {"type": "command", "component": "azureml:ft_nlp_model_converter:0.0.80"},
+            "ft_nlp_common_validation": step("ft_nlp_common_validation", "0.0.80", "model_import"),
+            "chat_completion_model_import": step("chat_completion_model_import", "0.0.81", "model_import"),
+            "chat_completion_datapreprocess": step("chat_completion_datapreprocess", "0.0.80", "preprocess"),
+            "chat_completion_finetune": step("chat_completion_finetune", "0.0.81", "finetune"),
+            "ft_nlp_model_converter": step("ft_nlp_model_converter", "0.0.80", "model_import"),
         },
     })
 }

@@ -11,6 +11,10 @@ use crate::admin::{Faults, RequestLog};
 use crate::throttle::Throttle;
 
 /// Everything the routes share.
+///
+/// Locks are parking_lot mutexes held only for the length of a handler's synchronous work, never across
+/// an `.await`. Order: `world` may be held while taking `tokens`, `log`, `faults` or `throttle`, never the
+/// other way round, and `world` is never taken twice by one handler.
 pub(crate) struct Shared {
     pub config: Config,
     pub https_url: String,

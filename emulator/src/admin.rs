@@ -328,14 +328,14 @@ fn route(shared: &Arc<Shared>, req: &Req) -> Result<Response, ApiError> {
                 expire_issued: bool,
             }
             let body: Tokens = parse(req)?;
-            let mut world = shared.world();
+            let mut tokens = shared.tokens.lock();
             if let Some(lifetime) = body.lifetime_seconds {
-                world.tokens.lifetime_secs = lifetime;
+                tokens.lifetime_secs = lifetime;
             }
             if body.expire_issued {
-                world.tokens.expire_before = Some(Timestamp::now());
+                tokens.expire_before = Some(Timestamp::now());
             }
-            Ok(ok(&json!({"lifetimeSeconds": world.tokens.lifetime_secs})))
+            Ok(ok(&json!({"lifetimeSeconds": tokens.lifetime_secs})))
         }
         (Method::PUT, ["principals", _]) => {
             #[derive(Deserialize)]
@@ -680,7 +680,7 @@ fn state(shared: &Arc<Shared>) -> Value {
                 "name": c.name, "versions": c.versions.iter().map(|v| v.version.clone()).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
-        "operations": world.operations.values().map(|o| json!({"id": o.id, "status": o.status})).collect::<Vec<_>>(),
+        "operations": world.operations.values().map(|o| json!({"id": o.id, "kind": format!("{:?}", o.kind), "status": o.status})).collect::<Vec<_>>(),
         "failures": world.failures,
         "quotas": world.quotas,
     })
@@ -700,6 +700,6 @@ fn config(shared: &Arc<Shared>) -> Value {
         "workspace": seeds.workspace,
         "location": seeds.location,
         "registry": seeds.registry,
-        "tokenLifetimeSeconds": world.tokens.lifetime_secs,
+        "tokenLifetimeSeconds": shared.tokens.lock().lifetime_secs,
     })
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::http::{HeaderName, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::Timestamp;
@@ -79,7 +79,7 @@ pub(crate) fn verify(shared: &Shared, token: &str) -> Result<Claims, TokenError>
     let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
     let now = Timestamp::now();
     let expired_by_admin =
-        shared.world().tokens.expire_before.is_some_and(|cut| claims.iat_ms <= cut.as_millisecond());
+        shared.tokens.lock().expire_before.is_some_and(|cut| claims.iat_ms <= cut.as_millisecond());
     if claims.exp <= now.as_second() || expired_by_admin {
         return Err(TokenError::Expired { exp: claims.exp, now: now.as_second() });
     }
@@ -162,10 +162,8 @@ fn fmt_secs(secs: i64) -> String {
 
 /// Issues an Azure AD token for a principal and audience.
 fn issue(shared: &Shared, object_id: &str, client_id: &str, audience: &str) -> (String, i64) {
-    let (tenant, lifetime) = {
-        let world = shared.world();
-        (world.tenant_id.clone(), world.tokens.lifetime_secs)
-    };
+    let tenant = shared.world().tenant_id.clone();
+    let lifetime = shared.tokens.lock().lifetime_secs;
     let now = Timestamp::now();
     let claims = Claims {
         aud: audience.to_string(),
@@ -358,8 +356,8 @@ pub(crate) fn token(shared: &Arc<Shared>, req: &Req) -> Response {
                     "Invalid client_assertion_type: expected urn:ietf:params:oauth:client-assertion-type:jwt-bearer.",
                 );
             }
-            if let Err(response) = check_assertion(assertion) {
-                return response;
+            if let Some(refusal) = refuse_assertion(assertion) {
+                return refusal;
             }
         }
         (None, None) => {
@@ -391,9 +389,19 @@ pub(crate) fn token(shared: &Arc<Shared>, req: &Req) -> Response {
 
 /// Accepts a federated (workload identity) assertion if it is a JWT for the token-exchange audience that
 /// has not expired. The emulator does not check its signature: there is no issuer to trust.
-fn check_assertion(assertion: &str) -> Result<(), Response> {
-    let malformed =
-        || aad_error(StatusCode::BAD_REQUEST, "invalid_client", 50027, "JWT token is invalid or malformed.");
+fn refuse_assertion(assertion: &str) -> Option<Response> {
+    check_assertion(assertion).err().map(|boxed| *boxed)
+}
+
+fn check_assertion(assertion: &str) -> Result<(), Box<Response>> {
+    let malformed = || {
+        Box::new(aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            50027,
+            "JWT token is invalid or malformed.",
+        ))
+    };
     let parts: Vec<&str> = assertion.split('.').collect();
     if parts.len() != 3 {
         return Err(malformed());
@@ -403,12 +411,12 @@ fn check_assertion(assertion: &str) -> Result<(), Response> {
     if let Some(exp) = claims.get("exp").and_then(Value::as_i64)
         && exp <= Timestamp::now().as_second()
     {
-        return Err(aad_error(
+        return Err(Box::new(aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_client",
             700024,
             "Client assertion is not within its valid time range.",
-        ));
+        )));
     }
     let audience_ok = match claims.get("aud") {
         None => true,
@@ -417,12 +425,12 @@ fn check_assertion(assertion: &str) -> Result<(), Response> {
         Some(_) => false,
     };
     if !audience_ok {
-        return Err(aad_error(
+        return Err(Box::new(aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_client",
             700212,
             "No matching federated identity record found for presented assertion audience.",
-        ));
+        )));
     }
     Ok(())
 }
@@ -557,9 +565,4 @@ pub(crate) fn cloud_metadata(shared: &Arc<Shared>, req: &Req) -> Response {
         }));
     }
     ok(&json!([cloud]))
-}
-
-/// The 401 reply of protected data-plane routes (registry, MLflow), in ARM's shape.
-pub(crate) fn unauthorized_response(err: ApiError) -> Response {
-    err.into_response()
 }

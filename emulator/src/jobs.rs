@@ -36,7 +36,7 @@ pub(crate) fn handle(ctx: &Ctx) -> Result<Response, ApiError> {
                 Method::GET => {
                     let world = ctx.shared.world();
                     let job = world.job(&ctx.ws.key(), &name).ok_or_else(|| job_not_found(&name))?;
-                    Ok(ok(&render(ctx, &world, job)))
+                    Ok(ok(&render(ctx, job)))
                 }
                 Method::PUT => put(ctx, &name),
                 Method::DELETE => delete(ctx, &name),
@@ -68,12 +68,12 @@ fn list(ctx: &Ctx) -> Result<Response, ApiError> {
         })
         .collect();
     jobs.sort_by_key(|j| std::cmp::Reverse(j.created));
-    let items = jobs.into_iter().map(|j| render(ctx, &world, j)).collect();
+    let items = jobs.into_iter().map(|j| render(ctx, j)).collect();
     Ok(ok(&page(ctx.req, items)))
 }
 
 /// The job as ARM returns it.
-pub(crate) fn render(ctx: &Ctx, world: &World, job: &Job) -> Value {
+pub(crate) fn render(ctx: &Ctx, job: &Job) -> Value {
     let now = Timestamp::now();
     let ws = &ctx.ws;
     let host = ctx.shared.https_url.trim_start_matches("https://");
@@ -93,12 +93,13 @@ pub(crate) fn render(ctx: &Ctx, world: &World, job: &Job) -> Value {
         }
     }
     props["outputs"] = outputs;
+    // The service leaves the tenant out of the studio URL; the SDK appends `&tid=` from its token.
     props["services"] = json!({
         "Studio": {
             "jobServiceType": "Studio",
             "endpoint": format!(
-                "https://ml.azure.com/runs/{}?wsid=/subscriptions/{}/resourcegroups/{}/workspaces/{}&tid={}",
-                job.name, ws.subscription, ws.resource_group, ws.name, world.tenant_id
+                "https://ml.azure.com/runs/{}?wsid=/subscriptions/{}/resourcegroups/{}/workspaces/{}",
+                job.name, ws.subscription, ws.resource_group, ws.name
             ),
             "status": null,
         },
@@ -162,7 +163,7 @@ fn put(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
             job.modified = now;
         }
         let job = world.job(&ws_key, name).ok_or_else(|| job_not_found(name))?;
-        return Ok(ok(&render(ctx, &world, job)));
+        return Ok(ok(&render(ctx, job)));
     }
 
     let check = check_pipeline(&world, &ws_key, &props)?;
@@ -221,7 +222,7 @@ fn put(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
         created_by: ctx.caller(),
     });
     let job = world.job(&ws_key, name).ok_or_else(|| job_not_found(name))?;
-    Ok(json_response(StatusCode::CREATED, &render(ctx, &world, job)))
+    Ok(json_response(StatusCode::CREATED, &render(ctx, job)))
 }
 
 fn strip_mutable(props: &Value) -> Value {

@@ -11,6 +11,10 @@ use crate::admin::{Faults, RequestLog};
 use crate::throttle::Throttle;
 
 /// Everything the routes share.
+///
+/// Locks are parking_lot mutexes held only for the length of a handler's synchronous work, never across
+/// an `.await`. Order: `world` may be held while taking `tokens`, `log`, `faults` or `throttle`, never the
+/// other way round, and `world` is never taken twice by one handler.
 pub(crate) struct Shared {
     pub config: Config,
     pub https_url: String,
@@ -18,6 +22,9 @@ pub(crate) struct Shared {
     /// Key signing the emulator's access tokens; random per start so tokens never outlive an emulator.
     pub token_key: ring::hmac::Key,
     pub world: Mutex<World>,
+    /// Token issuing policy. Locked on its own (never while waiting for `world`) because token checks
+    /// run while a handler holds the world.
+    pub tokens: Mutex<TokenPolicy>,
     pub log: Mutex<RequestLog>,
     pub faults: Mutex<Faults>,
     pub throttle: Mutex<Throttle>,
@@ -31,12 +38,14 @@ impl Shared {
         });
         let world = World::seeded(&config, &https_url);
         let throttle = Throttle::new(config.throttle.clone());
+        let tokens = TokenPolicy::new(&config);
         Self {
             config,
             https_url,
             http_url,
             token_key,
             world: Mutex::new(world),
+            tokens: Mutex::new(tokens),
             log: Mutex::new(RequestLog::default()),
             faults: Mutex::new(Faults::default()),
             throttle: Mutex::new(throttle),
@@ -54,6 +63,7 @@ impl Shared {
     pub(crate) fn reset(&self) {
         *self.world.lock() = World::seeded(&self.config, &self.https_url);
         self.throttle.lock().reset();
+        *self.tokens.lock() = TokenPolicy::new(&self.config);
     }
 }
 
@@ -415,12 +425,19 @@ pub(crate) struct TokenPolicy {
     pub expire_before: Option<Timestamp>,
 }
 
+impl TokenPolicy {
+    pub(crate) fn new(config: &Config) -> Self {
+        Self { lifetime_secs: config.token_lifetime_secs as i64, expire_before: None }
+    }
+}
+
 /// Every emulated resource.
 pub(crate) struct World {
     pub scale: f64,
+    /// The HTTPS base URL, for URIs the world hands out (scoring URIs).
+    pub https_url: String,
     pub tenant_id: String,
     pub principals: Vec<Principal>,
-    pub tokens: TokenPolicy,
     pub workspaces: Vec<Workspace>,
     pub vm_sizes: BTreeMap<String, Vec<VmSize>>,
     pub registries: Vec<Registry>,
@@ -574,8 +591,7 @@ impl World {
         for (id, at) in due {
             self.finish_operation(&id, at, None);
         }
-        loop {
-            let Some((at, target)) = self.next_due(now) else { break };
+        while let Some((at, target)) = self.next_due(now) {
             self.apply(at, target);
         }
     }

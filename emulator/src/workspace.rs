@@ -85,7 +85,7 @@ fn route(shared: &Arc<Shared>, req: &Req, claims: Claims) -> Result<Response, Ap
     match l.as_slice() {
         ["subscriptions", _, "providers", "microsoft.machinelearningservices", "locations", _, "vmsizes"] => {
             only(req, &Method::GET)?;
-            vm_sizes(shared, req, &s[5])
+            vm_sizes(shared, &s[5])
         }
         [
             "subscriptions",
@@ -98,7 +98,7 @@ fn route(shared: &Arc<Shared>, req: &Req, claims: Claims) -> Result<Response, Ap
             _,
         ] => {
             only(req, &Method::GET)?;
-            operation_status(shared, req, &s[7])
+            operation_status(shared, &s[7])
         }
         [
             "subscriptions",
@@ -219,7 +219,7 @@ fn render_workspace(shared: &Shared, ws: &Workspace) -> Value {
     })
 }
 
-fn vm_sizes(shared: &Arc<Shared>, req: &Req, location: &str) -> Result<Response, ApiError> {
+fn vm_sizes(shared: &Arc<Shared>, location: &str) -> Result<Response, ApiError> {
     let world = shared.world();
     let sizes = world.vm_sizes.get(&location.to_ascii_lowercase()).cloned().unwrap_or_default();
     if sizes.is_empty() {
@@ -250,12 +250,11 @@ fn vm_sizes(shared: &Arc<Shared>, req: &Req, location: &str) -> Result<Response,
             })
         })
         .collect();
-    let _ = req;
     Ok(ok(&json!({ "value": value })))
 }
 
 /// The `Azure-AsyncOperation` status of an operation.
-fn operation_status(shared: &Arc<Shared>, req: &Req, id: &str) -> Result<Response, ApiError> {
+fn operation_status(shared: &Arc<Shared>, id: &str) -> Result<Response, ApiError> {
     let world = shared.world();
     let op = find_operation(&world, id)?;
     let mut body = json!({
@@ -275,7 +274,6 @@ fn operation_status(shared: &Arc<Shared>, req: &Req, id: &str) -> Result<Respons
     if op.end.is_none() {
         response = with_header(response, "retry-after", &world.retry_after(10.0));
     }
-    let _ = req;
     Ok(response)
 }
 
@@ -503,8 +501,6 @@ fn put_compute(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
     }
     let vm_size = size.name.clone();
     let ws_key = ctx.ws.key();
-    let retry = world.scaled(0.0);
-    let _ = retry;
     if let Some(existing) = world.compute(&ws_key, name) {
         if existing.prov.busy() {
             return Err(ApiError::conflict(

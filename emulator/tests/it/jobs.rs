@@ -23,6 +23,8 @@ async fn job_lifecycle_and_metrics() {
             .unwrap()
             .starts_with("https://ml.azure.com/runs/ftj-demo-1?wsid=")
     );
+    // The SDK appends `&tid=` itself; the service's URL must not carry it already.
+    assert!(!body["properties"]["services"]["Studio"]["endpoint"].as_str().unwrap().contains("tid="));
     assert_eq!(
         body["properties"]["outputs"]["trained_model"]["uri"],
         "azureml://jobs/ftj-demo-1/outputs/trained_model"

@@ -142,6 +142,12 @@ async fn component_spec() {
     assert_eq!(inputs["apply_lora"]["enum"], json!(["true", "false"]));
     assert!(inputs["trust_remote_code"].is_object());
     assert_eq!(v["properties"]["componentSpec"]["outputs"]["mlflow_model_folder"]["type"], "mlflow_model");
+    // Inner steps are REST nodes placed by the pipeline's compute inputs (the SDK validates this).
+    let finetune = &v["properties"]["componentSpec"]["jobs"]["chat_completion_finetune"];
+    assert_eq!(finetune["computeId"], "${{parent.inputs.compute_finetune}}");
+    assert!(
+        finetune["componentId"].as_str().unwrap().starts_with("azureml://registries/azureml/components/")
+    );
     let (status, old) = env
         .get(&format!(
             "{base}/components/chat_completion_pipeline/versions/0.0.74?api-version={REGISTRY_API}"

@@ -1,0 +1,146 @@
+//! Starts an emulator and talks to it like a client would.
+
+use std::time::Duration;
+
+use azureml_emulator::{Config, Emulator, RunningEmulator};
+use reqwest::{Client, Method, Response, StatusCode};
+use serde_json::{Value, json};
+
+pub const TENANT: &str = "00000000-0000-0000-0000-0000000000aa";
+pub const CLIENT: &str = "00000000-0000-0000-0000-0000000000cc";
+pub const SECRET: &str = "emulator-secret";
+pub const SUB: &str = "00000000-0000-0000-0000-000000000001";
+pub const RG: &str = "rg-azureml-demo";
+pub const WS: &str = "ws-azureml-demo";
+pub const API: &str = "2025-12-01";
+pub const REGISTRY_API: &str = "2021-10-01-dataplanepreview";
+
+/// A started emulator, a client trusting its CA, and an ARM token.
+pub struct Env {
+    pub emu: RunningEmulator,
+    pub client: Client,
+    pub token: String,
+}
+
+pub async fn start() -> Env {
+    start_with(Config::default().with_time_scale(2000.0)).await
+}
+
+pub async fn start_with(config: Config) -> Env {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let emu = Emulator::start(config).await.expect("emulator starts");
+    let ca = reqwest::Certificate::from_pem(emu.ca_pem().as_bytes()).expect("CA parses");
+    let client = Client::builder()
+        .add_root_certificate(ca)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client builds");
+    let mut env = Env { emu, client, token: String::new() };
+    env.token = env.aad_token("https://management.azure.com/.default").await;
+    env
+}
+
+impl Env {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.emu.https_url(), path)
+    }
+
+    /// The workspace's ARM path plus `suffix`.
+    pub fn ws_path(&self, suffix: &str) -> String {
+        format!(
+            "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}{suffix}"
+        )
+    }
+
+    pub async fn aad_token(&self, scope: &str) -> String {
+        let r = self
+            .client
+            .post(self.url(&format!("/{TENANT}/oauth2/v2.0/token")))
+            .form(&[("grant_type", "client_credentials"), ("client_id", CLIENT), ("client_secret", SECRET), ("scope", scope)])
+            .send()
+            .await
+            .expect("token request");
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json::<Value>().await.expect("json")["access_token"].as_str().expect("token").to_string()
+    }
+
+    /// Sends an authenticated request to `path` (api-version added when absent).
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Response {
+        let url = if path.contains("api-version") || path.starts_with("http") {
+            if path.starts_with("http") { path.to_string() } else { self.url(path) }
+        } else {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let api = if path.contains("/mferp/") { REGISTRY_API } else { API };
+            self.url(&format!("{path}{sep}api-version={api}"))
+        };
+        let mut request = self.client.request(method, url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        json_of(self.call(Method::GET, path, None).await).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        json_of(self.call(Method::PUT, path, Some(body)).await).await
+    }
+
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, self.url(&format!("/_emulator/{path}")));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        json_of(request.send().await.expect("admin request")).await
+    }
+
+    /// Polls an `Azure-AsyncOperation` URL until the operation ends; returns its final body.
+    pub async fn poll_async(&self, url: &str) -> Value {
+        for _ in 0..400 {
+            let (status, body) = json_of(self.call(Method::GET, url, None).await).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            if body["status"] != "InProgress" {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("operation {url} did not finish");
+    }
+
+    /// Polls a `Location` URL until it stops answering 202; returns the final status and body.
+    pub async fn poll_location(&self, url: &str) -> (StatusCode, Value) {
+        for _ in 0..400 {
+            let response = self.call(Method::GET, url, None).await;
+            if response.status() != StatusCode::ACCEPTED {
+                return json_of(response).await;
+            }
+            assert!(response.headers().contains_key("retry-after"));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("operation {url} did not finish");
+    }
+
+    /// The request log since `seq`.
+    pub async fn requests(&self) -> Vec<Value> {
+        let (_, body) = self.admin(Method::GET, "requests", None).await;
+        body["requests"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn state(&self) -> Value {
+        self.admin(Method::GET, "state", None).await.1
+    }
+}
+
+/// Status and JSON body (`null` when empty).
+pub async fn json_of(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(json!(text)) };
+    (status, body)
+}
+
+pub fn header(response: &Response, name: &str) -> Option<String> {
+    response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}

@@ -95,10 +95,13 @@ fn pipeline_job_matches_the_sdk_body_for_the_notebook() {
     }
     let spec = PipelineJobSpec {
         experiment_name: "chat_completion_Phi-3-mini-4k-instruct".into(),
-        display_name: Some("Phi-3-mini-4k-instruct-ultrachat-bs1-cosine-ds2-lora-save_limit1-seqlen-1".into()),
+        display_name: Some(
+            "Phi-3-mini-4k-instruct-ultrachat-bs1-cosine-ds2-lora-save_limit1-seqlen-1".into(),
+        ),
         description: None,
         tags: BTreeMap::new(),
-        component_id: "azureml://registries/azureml/components/chat_completion_pipeline/versions/0.0.82".into(),
+        component_id: "azureml://registries/azureml/components/chat_completion_pipeline/versions/0.0.82"
+            .into(),
         node_name: "chat_completion_pipeline".into(),
         compute_bindings: compute,
         inputs,
@@ -113,7 +116,9 @@ fn model_version_matches_reference() {
     let spec = ModelVersionSpec {
         model_type: "mlflow_model".into(),
         model_uri: "azureml://jobs/ftj-default-phi3-ultrachat-1a2b3c4d/outputs/trained_model".into(),
-        description: Some("Phi-3-mini-4k-instruct fine tuned model for ultrachat 200k chat-completion".into()),
+        description: Some(
+            "Phi-3-mini-4k-instruct fine tuned model for ultrachat 200k chat-completion".into(),
+        ),
         tags: BTreeMap::new(),
         properties: BTreeMap::new(),
         job_name: None,

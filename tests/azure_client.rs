@@ -1,0 +1,449 @@
+//! The Azure client against the emulator over HTTPS (trusting its generated CA): the notebook's
+//! calls, and Azure's unhappy paths injected through the emulator's admin API, asserted through
+//! the emulator's request log.
+
+use std::time::Duration;
+
+use azureml_emulator::{Config, Emulator, RunningEmulator};
+use azureml_operator::azure::{
+    AzureMl, ClientOptions, CloudEndpoints, ConnectionConfig, Credential, Error, ErrorClass, Latest,
+    SecretString, WorkspaceClient, WorkspaceCoordinates,
+};
+use serde_json::{Value, json};
+use url::Url;
+
+const TENANT: &str = "00000000-0000-0000-0000-0000000000aa";
+const CLIENT: &str = "00000000-0000-0000-0000-0000000000cc";
+const SUB: &str = "00000000-0000-0000-0000-000000000001";
+
+struct Rig {
+    emu: RunningEmulator,
+    admin: reqwest::Client,
+    ml: AzureMl,
+    ws: WorkspaceClient,
+}
+
+/// Short timeouts and backoff so fault tests stay quick; the logic is the production one.
+fn test_options() -> ClientOptions {
+    ClientOptions {
+        request_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(2),
+        call_budget: Duration::from_secs(15),
+        max_attempts: 4,
+        backoff_base: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(400),
+        ..ClientOptions::default()
+    }
+}
+
+fn connection(emu: &RunningEmulator, secret: &str) -> ConnectionConfig {
+    let base = Url::parse(&format!("{}/", emu.https_url())).expect("emulator URL");
+    ConnectionConfig {
+        cloud: CloudEndpoints::custom(base.clone(), base.clone(), base),
+        credential: Credential::ClientSecret {
+            tenant_id: TENANT.into(),
+            client_id: CLIENT.into(),
+            secret: SecretString::new(secret),
+        },
+        ca_bundle_pem: Some(emu.ca_pem().to_string()),
+        workspace: WorkspaceCoordinates {
+            subscription_id: SUB.into(),
+            resource_group: "rg-azureml-demo".into(),
+            workspace_name: "ws-azureml-demo".into(),
+        },
+        arm_api_version: None,
+    }
+}
+
+async fn rig_with(config: Config, options: ClientOptions) -> Rig {
+    let emu = Emulator::start(config).await.expect("emulator starts");
+    let ml = AzureMl::new(options);
+    let ws = ml.workspace(&connection(&emu, "emulator-secret")).expect("workspace client");
+    // The admin API is plain HTTP: no CA needed.
+    let admin = reqwest::Client::builder().build().expect("admin client");
+    Rig { emu, admin, ml, ws }
+}
+
+async fn rig() -> Rig {
+    rig_with(Config::default().with_time_scale(1000.0), test_options()).await
+}
+
+impl Rig {
+    async fn admin_post(&self, path: &str, body: Value) -> Value {
+        let resp = self
+            .admin
+            .post(format!("{}/_emulator/{path}", self.emu.http_url()))
+            .json(&body)
+            .send()
+            .await
+            .expect("admin request");
+        assert!(resp.status().is_success(), "admin {path}: {}", resp.status());
+        resp.json().await.unwrap_or(Value::Null)
+    }
+
+    async fn fault(&self, spec: Value) {
+        self.admin_post("faults", spec).await;
+    }
+
+    async fn clear_log(&self) {
+        self.admin
+            .delete(format!("{}/_emulator/requests", self.emu.http_url()))
+            .send()
+            .await
+            .expect("clear log");
+    }
+
+    /// (method, path, status) of every logged request.
+    async fn log(&self) -> Vec<(String, String, u16)> {
+        let v: Value = self
+            .admin
+            .get(format!("{}/_emulator/requests", self.emu.http_url()))
+            .send()
+            .await
+            .expect("log")
+            .json()
+            .await
+            .expect("log json");
+        v["requests"]
+            .as_array()
+            .expect("requests")
+            .iter()
+            .map(|r| {
+                (
+                    r["method"].as_str().unwrap_or_default().to_string(),
+                    r["path"].as_str().unwrap_or_default().to_string(),
+                    r["status"].as_u64().unwrap_or_default() as u16,
+                )
+            })
+            .collect()
+    }
+
+    async fn raw_log(&self) -> Value {
+        self.admin
+            .get(format!("{}/_emulator/requests", self.emu.http_url()))
+            .send()
+            .await
+            .expect("log")
+            .json()
+            .await
+            .expect("log json")
+    }
+}
+
+fn count(log: &[(String, String, u16)], method: &str, path_suffix: &str) -> usize {
+    log.iter().filter(|(m, p, _)| m == method && p.ends_with(path_suffix)).count()
+}
+
+fn statuses(log: &[(String, String, u16)], method: &str, path_suffix: &str) -> Vec<u16> {
+    log.iter().filter(|(m, p, _)| m == method && p.ends_with(path_suffix)).map(|(_, _, s)| *s).collect()
+}
+
+#[tokio::test]
+async fn workspace_registry_and_compute_reads() {
+    let rig = rig().await;
+    let info = rig.ws.get_workspace().await.expect("workspace");
+    assert_eq!(info.location, "eastus2");
+    assert!(info.mlflow_tracking_uri.as_deref().is_some_and(|u| u.starts_with("azureml://")));
+
+    let registry = rig.ws.registry("azureml").await.expect("discovery");
+    let Latest::Found(model) = registry.latest_model_version("Phi-3-mini-4k-instruct").await.expect("model")
+    else {
+        panic!("Phi-3-mini-4k-instruct should have an active version")
+    };
+    assert_eq!(model.version, "15");
+    assert_eq!(model.id, "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15");
+    assert!(
+        model
+            .tags
+            .get("finetune_compute_allow_list")
+            .is_some_and(|t| t.contains("'Standard_NC24ads_A100_v4'"))
+    );
+    assert!(!model.archived);
+
+    let pinned = registry.model_version("Phi-3-mini-4k-instruct", "14").await.expect("v14");
+    assert_eq!(pinned.map(|m| m.version), Some("14".to_string()));
+    assert!(registry.model_version("Phi-3-mini-4k-instruct", "999").await.expect("missing").is_none());
+
+    let Latest::Found(component) =
+        registry.latest_component_version("chat_completion_pipeline").await.expect("component")
+    else {
+        panic!("component should exist")
+    };
+    assert_eq!(component.version, "0.0.82");
+    let task = &component.inputs["task_name"];
+    assert!(!task.optional);
+    assert_eq!(component.inputs["precision"].enum_values, vec!["32", "16"]);
+    assert_eq!(component.inputs["num_train_epochs"].input_type, "integer");
+    assert!(component.outputs.contains_key("mlflow_model_folder"));
+
+    let compute = rig.ws.get_compute("gpu-cluster").await.expect("compute").expect("exists");
+    assert_eq!(
+        compute.vm_size.as_deref().map(str::to_ascii_lowercase).as_deref(),
+        Some("standard_nc24ads_a100_v4")
+    );
+    assert!(rig.ws.get_compute("no-such-cluster").await.expect("absent").is_none());
+    let broken = rig.ws.get_compute("broken-cluster").await.expect("broken").expect("exists");
+    assert_eq!(broken.provisioning_state, azureml_operator::azure::ProvisioningState::Failed);
+
+    let sizes = rig.ws.list_vm_sizes("eastus2").await.expect("sizes");
+    let a100 = sizes.iter().find(|s| s.name.eq_ignore_ascii_case("standard_nc24ads_a100_v4")).expect("a100");
+    assert_eq!(a100.gpus, 1);
+
+    // Discovery is cached: a second registry client does not ask again.
+    rig.ws.registry("azureml").await.expect("cached");
+    let log = rig.log().await;
+    assert_eq!(count(&log, "GET", "/registries/azureml/discovery"), 1, "{log:?}");
+    // One token for all of it.
+    assert_eq!(count(&log, "POST", "/oauth2/v2.0/token"), 1, "{log:?}");
+}
+
+#[tokio::test]
+async fn latest_distinguishes_archived_only_from_missing() {
+    let rig = rig().await;
+    let registry = rig.ws.registry("azureml").await.expect("discovery");
+    match registry.latest_model_version("Llama-2-7b-chat").await.expect("archived") {
+        Latest::OnlyArchived(m) => {
+            assert_eq!(m.version, "25");
+            assert!(m.archived);
+        }
+        other => panic!("expected OnlyArchived, got {other:?}"),
+    }
+    assert_eq!(registry.latest_model_version("No-Such-Model").await.expect("missing"), Latest::NotFound);
+}
+
+#[tokio::test]
+async fn throttled_request_waits_retry_after_then_succeeds() {
+    let rig = rig().await;
+    rig.fault(json!({"method": "GET", "pathRegex": "/workspaces/ws-azureml-demo$", "status": 429, "retryAfter": 1, "times": 1}))
+        .await;
+    let info = rig.ws.get_workspace().await.expect("retried after Retry-After");
+    assert_eq!(info.location, "eastus2");
+    let log = rig.log().await;
+    assert_eq!(statuses(&log, "GET", "/workspaces/ws-azureml-demo"), vec![429, 200]);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_reported_as_transient() {
+    let rig = rig().await;
+    rig.fault(json!({"pathRegex": "/computes/gpu-cluster$", "status": 503, "times": 2})).await;
+    assert!(rig.ws.get_compute("gpu-cluster").await.expect("third try works").is_some());
+    let log = rig.log().await;
+    assert_eq!(statuses(&log, "GET", "/computes/gpu-cluster"), vec![503, 503, 200]);
+
+    rig.clear_log().await;
+    rig.fault(json!({"pathRegex": "/computes/gpu-cluster$", "status": 500})).await;
+    let err = rig.ws.get_compute("gpu-cluster").await.expect_err("keeps failing");
+    assert!(matches!(err.class(), ErrorClass::Transient { .. }), "{err}");
+    assert_eq!(err.status(), Some(500));
+    assert_eq!(err.reason(), "AzureUnavailable");
+    // Bounded: max_attempts tries, then the controller requeues.
+    assert_eq!(count(&rig.log().await, "GET", "/computes/gpu-cluster"), 4);
+}
+
+#[tokio::test]
+async fn invalid_requests_are_not_retried() {
+    let rig = rig().await;
+    rig.fault(json!({"pathRegex": "/computes/gpu-cluster$", "status": 400, "body": {"error": {"code": "UserError", "message": "bad"}}}))
+        .await;
+    let err = rig.ws.get_compute("gpu-cluster").await.expect_err("400");
+    assert!(matches!(err.class(), ErrorClass::InvalidSpec { .. }), "{err:?}");
+    assert_eq!(count(&rig.log().await, "GET", "/computes/gpu-cluster"), 1);
+}
+
+#[tokio::test]
+async fn dropped_connection_is_retried() {
+    let rig = rig().await;
+    rig.fault(json!({"pathRegex": "/computes/gpu-cluster$", "drop": true, "times": 1})).await;
+    assert!(rig.ws.get_compute("gpu-cluster").await.expect("retried").is_some());
+    let faults: Value = rig
+        .admin
+        .get(format!("{}/_emulator/faults", rig.emu.http_url()))
+        .send()
+        .await
+        .expect("faults")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(faults["faults"][0]["hits"], 1, "{faults}");
+}
+
+#[tokio::test]
+async fn slow_response_times_out_and_is_retried() {
+    let rig = rig().await;
+    // Longer than the 2 s request timeout, once.
+    rig.fault(json!({"pathRegex": "/computes/gpu-cluster$", "latencyMs": 4000, "times": 1})).await;
+    assert!(rig.ws.get_compute("gpu-cluster").await.expect("second attempt is fast").is_some());
+}
+
+#[tokio::test]
+async fn persistent_slowness_is_a_timeout_error() {
+    let options = ClientOptions { max_attempts: 2, call_budget: Duration::from_secs(6), ..test_options() };
+    let rig = rig_with(Config::default().with_time_scale(1000.0), options).await;
+    rig.fault(json!({"pathRegex": "/computes/gpu-cluster$", "latencyMs": 5000})).await;
+    let err = rig.ws.get_compute("gpu-cluster").await.expect_err("times out");
+    assert!(matches!(err, Error::Transport { timeout: true, .. }), "{err:?}");
+    assert_eq!(err.reason(), "AzureTimeout");
+    assert!(matches!(err.class(), ErrorClass::Transient { .. }));
+}
+
+#[tokio::test]
+async fn expired_token_is_refreshed_once() {
+    let rig = rig().await;
+    rig.ws.get_workspace().await.expect("first call");
+    rig.admin_post("tokens", json!({"expireIssued": true})).await;
+    rig.clear_log().await;
+    rig.ws.get_workspace().await.expect("refreshed token");
+    let log = rig.log().await;
+    assert_eq!(statuses(&log, "GET", "/workspaces/ws-azureml-demo"), vec![401, 200], "{log:?}");
+    assert_eq!(count(&log, "POST", "/oauth2/v2.0/token"), 1, "{log:?}");
+}
+
+#[tokio::test]
+async fn wrong_secret_is_an_auth_error() {
+    let rig = rig().await;
+    let ws = rig.ml.workspace(&connection(&rig.emu, "not-the-secret")).expect("client");
+    let err = ws.get_workspace().await.expect_err("AADSTS7000215");
+    assert_eq!(err.class(), ErrorClass::Auth, "{err}");
+    assert_eq!(err.reason(), "AzureAuthFailed");
+    // Not retried: one token request.
+    assert_eq!(count(&rig.log().await, "POST", "/oauth2/v2.0/token"), 1);
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_request_log_in_clear() {
+    let rig = rig().await;
+    rig.ws.get_workspace().await.expect("call");
+    let text = rig.raw_log().await.to_string();
+    assert!(!text.contains("emulator-secret"), "client secret in the log");
+    assert!(!text.to_ascii_lowercase().contains("bearer ey"), "token in the log");
+}
+
+#[tokio::test]
+async fn client_side_throttle_prevents_429s() {
+    use azureml_emulator::{BucketConfig, ThrottleConfig};
+    use azureml_operator::azure::{BucketLimits, ThrottleLimits};
+    // Emulated ARM allows 3 reads then 2/s; the client is configured with the same budget.
+    let arm = ThrottleConfig {
+        reads: BucketConfig { capacity: 3, refill_per_second: 2.0 },
+        ..ThrottleConfig::default()
+    };
+    let client = ThrottleLimits {
+        read: BucketLimits { capacity: 3.0, refill_per_second: 2.0 },
+        ..ThrottleLimits::default()
+    };
+    let rig = rig_with(
+        Config::default().with_time_scale(1000.0).with_throttle(arm),
+        ClientOptions { throttle: client, ..test_options() },
+    )
+    .await;
+    for _ in 0..6 {
+        rig.ws.get_compute("gpu-cluster").await.expect("read");
+    }
+    let log = rig.log().await;
+    assert_eq!(statuses(&log, "GET", "/computes/gpu-cluster"), vec![200; 6], "{log:?}");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_operation_and_status() {
+    let rig = rig().await;
+    rig.ws.get_compute("gpu-cluster").await.expect("found");
+    rig.ws.get_compute("nope").await.expect("absent");
+    let mut registry = prometheus_client::registry::Registry::default();
+    rig.ml.metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    assert!(text.contains(r#"azure_requests_total{operation="get_compute",status="200"} 1"#), "{text}");
+    assert!(text.contains(r#"azure_requests_total{operation="get_compute",status="404"} 1"#), "{text}");
+}
+
+/// Polls until the operation ends; bounded so a stuck emulator fails the test instead of hanging.
+async fn wait(
+    ws: &WorkspaceClient,
+    op: &azureml_operator::azure::Operation,
+) -> azureml_operator::azure::OperationStatus {
+    use azureml_operator::azure::OperationStatus;
+    for _ in 0..200 {
+        match ws.poll(op).await.expect("poll") {
+            OperationStatus::InProgress { retry_after } => {
+                // The emulator's Retry-After is scaled down, but keep polls quick regardless.
+                tokio::time::sleep(retry_after.min(Duration::from_millis(100))).await;
+            }
+            done => return done,
+        }
+    }
+    panic!("operation {op:?} did not finish");
+}
+
+#[tokio::test]
+async fn compute_creation_is_a_resumable_long_running_operation() {
+    use azureml_operator::azure::{
+        AmlComputeSpec, OperationStatus, PollTarget, ProvisioningState, VmPriority,
+    };
+    let rig = rig().await;
+    let spec = AmlComputeSpec {
+        location: "eastus2".into(),
+        vm_size: "Standard_NC48ads_A100_v4".into(),
+        vm_priority: VmPriority::Dedicated,
+        min_nodes: 0,
+        max_nodes: 1,
+        idle_seconds_before_scale_down: Some(120),
+    };
+    let op = rig.ws.create_compute("new-cluster", &spec).await.expect("PUT compute");
+    assert!(matches!(op.poll, PollTarget::AsyncOperation(_)), "{op:?}");
+
+    // A restarted operator: the operation comes back from status JSON into a fresh client.
+    let persisted = serde_json::to_string(&op).expect("serialize");
+    let resumed: azureml_operator::azure::Operation = serde_json::from_str(&persisted).expect("deserialize");
+    let fresh =
+        AzureMl::new(test_options()).workspace(&connection(&rig.emu, "emulator-secret")).expect("client");
+    assert!(matches!(wait(&fresh, &resumed).await, OperationStatus::Succeeded));
+
+    let compute = rig.ws.get_compute("new-cluster").await.expect("get").expect("exists");
+    assert_eq!(compute.provisioning_state, ProvisioningState::Succeeded);
+    assert_eq!(compute.scale.map(|s| s.max_nodes), Some(1));
+    let log = rig.log().await;
+    assert_eq!(count(&log, "PUT", "/computes/new-cluster"), 1, "resuming must not re-send the PUT");
+}
+
+#[tokio::test]
+async fn failing_compute_operation_reports_azure_error() {
+    use azureml_operator::azure::{AmlComputeSpec, OperationStatus, VmPriority};
+    let rig = rig().await;
+    rig.admin_post(
+        "failures",
+        json!({"kind": "compute", "name": "doomed", "code": "QuotaExceeded", "message": "Not enough NCADSA100v4 quota"}),
+    )
+    .await;
+    let spec = AmlComputeSpec {
+        location: "eastus2".into(),
+        vm_size: "Standard_NC24ads_A100_v4".into(),
+        vm_priority: VmPriority::Dedicated,
+        min_nodes: 0,
+        max_nodes: 1,
+        idle_seconds_before_scale_down: None,
+    };
+    let op = rig.ws.create_compute("doomed", &spec).await.expect("PUT accepted");
+    match wait(&rig.ws, &op).await {
+        OperationStatus::Failed(err) => {
+            assert_eq!(err.code(), Some("QuotaExceeded"), "{err}");
+            assert_eq!(err.class(), ErrorClass::Quota);
+        }
+        other => panic!("expected failure, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn compute_validation_errors_are_invalid_spec() {
+    use azureml_operator::azure::{AmlComputeSpec, VmPriority};
+    let rig = rig().await;
+    let spec = AmlComputeSpec {
+        location: "eastus2".into(),
+        vm_size: "Standard_Imaginary_v9".into(),
+        vm_priority: VmPriority::Dedicated,
+        min_nodes: 0,
+        max_nodes: 1,
+        idle_seconds_before_scale_down: None,
+    };
+    let err = rig.ws.create_compute("bad-size", &spec).await.expect_err("unknown VM size");
+    assert!(matches!(err.class(), ErrorClass::InvalidSpec { .. }), "{err:?}");
+}

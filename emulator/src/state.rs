@@ -139,6 +139,9 @@ pub(crate) struct Operation {
     pub result: Option<Value>,
     /// Which resource to render as the result when the operation ends (PATCH), as a path.
     pub result_of: Option<ResourceRef>,
+    /// For operations not tied to a provisioning transition (job cancel and delete, key
+    /// regeneration): when they succeed.
+    pub due_at: Option<Timestamp>,
 }
 
 /// A pointer to an emulated resource.
@@ -519,6 +522,7 @@ impl World {
                 error: None,
                 result: None,
                 result_of,
+                due_at: None,
             },
         );
         id
@@ -553,6 +557,15 @@ impl World {
 
     /// Applies every scheduled transition whose time has come, in time order.
     pub(crate) fn advance(&mut self, now: Timestamp) {
+        let due: Vec<(String, Timestamp)> = self
+            .operations
+            .values()
+            .filter(|op| op.end.is_none())
+            .filter_map(|op| op.due_at.filter(|at| *at <= now).map(|at| (op.id.clone(), at)))
+            .collect();
+        for (id, at) in due {
+            self.finish_operation(&id, at, None);
+        }
         loop {
             let Some((at, target)) = self.next_due(now) else { break };
             self.apply(at, target);

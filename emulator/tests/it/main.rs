@@ -2,6 +2,7 @@
 
 mod admin;
 mod auth;
+mod jobs;
 mod registry;
 mod support;
 mod workspace;

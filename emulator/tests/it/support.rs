@@ -144,3 +144,63 @@ pub async fn json_of(response: Response) -> (StatusCode, Value) {
 pub fn header(response: &Response, name: &str) -> Option<String> {
     response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
+
+/// The notebook's pipeline job body, with `extra` literal inputs merged in.
+pub fn pipeline_job(extra: &[(&str, serde_json::Value)]) -> Value {
+    let lit = |v: &str| json!({"job_input_type": "literal", "value": v});
+    let mut inputs = json!({
+        "mlflow_model_path": {"job_input_type": "mlflow_model", "uri": "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15"},
+        "train_file_path": {"job_input_type": "uri_file", "uri": "azureml://datastores/workspaceblobstore/paths/ultrachat/train_sft.jsonl"},
+        "test_file_path": {"job_input_type": "uri_file", "uri": "azureml://datastores/workspaceblobstore/paths/ultrachat/test_sft.jsonl"},
+        "compute_model_import": lit("gpu-cluster"),
+        "compute_preprocess": lit("gpu-cluster"),
+        "compute_finetune": lit("gpu-cluster"),
+        "compute_model_evaluation": lit("gpu-cluster"),
+        "number_of_gpu_to_use_finetuning": lit("1"),
+        "apply_lora": lit("true"),
+        "apply_deepspeed": lit("true"),
+        "deepspeed_stage": lit("2"),
+        "precision": lit("16"),
+        "num_train_epochs": lit("1"),
+        "learning_rate": lit("5e-06"),
+        "lr_scheduler_type": lit("cosine"),
+    });
+    for (k, v) in extra {
+        inputs[*k] = v.clone();
+    }
+    json!({"properties": {
+        "jobType": "Pipeline",
+        "displayName": "Phi-3-mini-4k-instruct-ultrachat-bs1-cosine-ds2-lora-save_limit1-seqlen-1",
+        "experimentName": "chat_completion_Phi-3-mini-4k-instruct",
+        "settings": {"force_rerun": true, "continue_on_step_failure": false},
+        "inputs": {},
+        "outputs": {"trained_model": {"jobOutputType": "mlflow_model"}},
+        "jobs": {"chat_completion_pipeline": {
+            "type": "pipeline",
+            "name": "chat_completion_pipeline",
+            "componentId": "azureml://registries/azureml/components/chat_completion_pipeline/versions/0.0.82",
+            "inputs": inputs,
+            "outputs": {"mlflow_model_folder": {"type": "literal", "value": "${{parent.outputs.trained_model}}"}},
+        }},
+    }})
+}
+
+impl Env {
+    /// Polls a job until its status is terminal; returns the statuses seen, in order, without repeats.
+    pub async fn wait_job(&self, name: &str) -> Vec<String> {
+        let mut seen: Vec<String> = Vec::new();
+        for _ in 0..500 {
+            let (status, body) = self.get(&self.ws_path(&format!("/jobs/{name}"))).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let s = body["properties"]["status"].as_str().unwrap().to_string();
+            if seen.last() != Some(&s) {
+                seen.push(s.clone());
+            }
+            if ["Completed", "Failed", "Canceled"].contains(&s.as_str()) {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("job {name} did not finish: {seen:?}");
+    }
+}

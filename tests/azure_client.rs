@@ -447,3 +447,151 @@ async fn compute_validation_errors_are_invalid_spec() {
     let err = rig.ws.create_compute("bad-size", &spec).await.expect_err("unknown VM size");
     assert!(matches!(err.class(), ErrorClass::InvalidSpec { .. }), "{err:?}");
 }
+
+fn notebook_job_spec() -> azureml_operator::azure::PipelineJobSpec {
+    use azureml_operator::azure::{AssetType, JobInput, Literal, PipelineJobSpec, PipelineSettings};
+    let compute =
+        ["compute_model_import", "compute_preprocess", "compute_finetune", "compute_model_evaluation"]
+            .into_iter()
+            .map(|k| (k.to_string(), "gpu-cluster".to_string()))
+            .collect();
+    let mut inputs = std::collections::BTreeMap::new();
+    inputs.insert(
+        "mlflow_model_path".to_string(),
+        JobInput::Asset {
+            asset_type: AssetType::MlflowModel,
+            uri: "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15".into(),
+            mode: None,
+        },
+    );
+    for (name, file) in [("train_file_path", "train_sft"), ("test_file_path", "test_sft")] {
+        inputs.insert(
+            name.to_string(),
+            JobInput::Asset {
+                asset_type: AssetType::UriFile,
+                uri: format!("azureml://datastores/workspaceblobstore/paths/ultrachat/{file}.jsonl"),
+                mode: None,
+            },
+        );
+    }
+    let lit = |v| JobInput::Literal { value: v };
+    for (k, v) in [
+        ("task_name", lit(Literal::String("ChatCompletion".into()))),
+        ("number_of_gpu_to_use_finetuning", lit(Literal::Integer(1))),
+        ("apply_lora", lit(Literal::Boolean(true))),
+        ("apply_deepspeed", lit(Literal::Boolean(true))),
+        ("deepspeed_stage", lit(Literal::String("2".into()))),
+        ("precision", lit(Literal::String("16".into()))),
+        ("num_train_epochs", lit(Literal::Integer(1))),
+        ("learning_rate", lit(Literal::Number(5e-6))),
+        ("lr_scheduler_type", lit(Literal::String("cosine".into()))),
+    ] {
+        inputs.insert(k.to_string(), v);
+    }
+    PipelineJobSpec {
+        experiment_name: "chat_completion_Phi-3-mini-4k-instruct".into(),
+        display_name: Some(
+            "Phi-3-mini-4k-instruct-ultrachat-bs1-cosine-ds2-lora-save_limit-1-seqlen-1".into(),
+        ),
+        description: None,
+        tags: std::collections::BTreeMap::new(),
+        component_id: "azureml://registries/azureml/components/chat_completion_pipeline/versions/0.0.82"
+            .into(),
+        node_name: "chat_completion_pipeline".into(),
+        compute_bindings: compute,
+        inputs,
+        outputs: vec![PipelineJobSpec::trained_model_output()],
+        settings: PipelineSettings::default(),
+    }
+}
+
+async fn wait_job(ws: &WorkspaceClient, name: &str) -> azureml_operator::azure::Job {
+    for _ in 0..300 {
+        let job = ws.get_job(name).await.expect("get job").expect("job exists");
+        if job.status.is_terminal() {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("job {name} did not finish");
+}
+
+#[tokio::test]
+async fn pipeline_job_runs_and_reports_outputs_and_metrics() {
+    use azureml_operator::azure::JobStatus;
+    let rig = rig().await;
+    let name = "ftj-default-phi3-0123456789";
+    assert!(rig.ws.get_job(name).await.expect("get").is_none());
+    let job = rig.ws.create_pipeline_job(name, &notebook_job_spec()).await.expect("PUT job accepted");
+    assert_eq!(job.name, name);
+    assert!(!job.status.is_terminal(), "{:?}", job.status);
+
+    let done = wait_job(&rig.ws, name).await;
+    assert_eq!(done.status, JobStatus::Completed);
+    assert_eq!(done.outputs["trained_model"].job_uri, format!("azureml://jobs/{name}/outputs/trained_model"));
+    assert!(done.studio_url.is_some());
+    assert_eq!(done.experiment_name.as_deref(), Some("chat_completion_Phi-3-mini-4k-instruct"));
+
+    let children = rig.ws.list_child_jobs(name).await.expect("children");
+    let finetune = children
+        .iter()
+        .find(|c| c.run_name.as_deref() == Some("chat_completion_finetune"))
+        .unwrap_or_else(|| panic!("no finetune step in {children:?}"));
+    assert!(!finetune.metrics.is_empty(), "{finetune:?}");
+    let metrics = rig.ws.job_metrics(&finetune.run_id).await.expect("metrics");
+    assert_eq!(metrics, finetune.metrics);
+
+    // The PUT went out once, with the SDK's node body.
+    let log = rig.raw_log().await;
+    let puts: Vec<&Value> = log["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .filter(|r| r["method"] == "PUT" && r["path"].as_str().is_some_and(|p| p.ends_with(name)))
+        .collect();
+    assert_eq!(puts.len(), 1);
+    let node = &puts[0]["body"]["properties"]["jobs"]["chat_completion_pipeline"];
+    assert_eq!(node["inputs"]["learning_rate"], json!({"job_input_type": "literal", "value": "5e-06"}));
+}
+
+#[tokio::test]
+async fn invalid_job_input_is_rejected_once_as_invalid_spec() {
+    use azureml_operator::azure::{JobInput, Literal};
+    let rig = rig().await;
+    let mut spec = notebook_job_spec();
+    spec.inputs.insert("precision".into(), JobInput::Literal { value: Literal::String("8".into()) });
+    let err = rig.ws.create_pipeline_job("ftj-bad-precision", &spec).await.expect_err("enum violation");
+    assert!(matches!(err.class(), ErrorClass::InvalidSpec { .. }), "{err:?}");
+    assert!(err.message().contains("precision"), "{}", err.message());
+    assert_eq!(count(&rig.log().await, "PUT", "/jobs/ftj-bad-precision"), 1);
+    assert!(rig.ws.get_job("ftj-bad-precision").await.expect("get").is_none());
+}
+
+#[tokio::test]
+async fn cancel_job_ends_canceled() {
+    use azureml_operator::azure::{JobStatus, OperationStatus};
+    let rig = rig().await;
+    let name = "ftj-to-cancel";
+    rig.ws.create_pipeline_job(name, &notebook_job_spec()).await.expect("submit");
+    if let Some(op) = rig.ws.cancel_job(name).await.expect("cancel") {
+        assert!(matches!(wait(&rig.ws, &op).await, OperationStatus::Succeeded));
+    }
+    assert_eq!(wait_job(&rig.ws, name).await.status, JobStatus::Canceled);
+    // Cancelling a job that does not exist is not an error: nothing to wait for.
+    assert!(rig.ws.cancel_job("no-such-job").await.expect("absent").is_none());
+}
+
+#[tokio::test]
+async fn injected_job_failure_surfaces_in_status() {
+    use azureml_operator::azure::JobStatus;
+    let rig = rig().await;
+    let name = "ftj-doomed";
+    rig.admin_post(
+        "failures",
+        json!({"kind": "job", "name": name, "code": "UserError", "message": "CUDA out of memory"}),
+    )
+    .await;
+    rig.ws.create_pipeline_job(name, &notebook_job_spec()).await.expect("submit");
+    let job = wait_job(&rig.ws, name).await;
+    assert_eq!(job.status, JobStatus::Failed);
+}

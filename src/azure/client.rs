@@ -654,6 +654,52 @@ mod tests {
         assert!(!may_retry(&invalid(), RetryMode::UnsentOnly));
     }
 
+    fn config(secret: &str, ca: Option<&str>) -> ConnectionConfig {
+        ConnectionConfig {
+            cloud: CloudEndpoints::azure_public(),
+            credential: Credential::ClientSecret {
+                tenant_id: "00000000-0000-0000-0000-0000000000aa".into(),
+                client_id: "c".into(),
+                secret: SecretString::new(secret),
+            },
+            ca_bundle_pem: ca.map(str::to_string),
+            workspace: crate::azure::WorkspaceCoordinates {
+                subscription_id: "s".into(),
+                resource_group: "r".into(),
+                workspace_name: "w".into(),
+            },
+            arm_api_version: None,
+        }
+    }
+
+    #[test]
+    fn credentials_are_cached_per_config_and_renewed_when_the_secret_changes() {
+        let ml = AzureMl::default();
+        let a = ml.workspace(&config("one", None)).expect("client");
+        let b = ml.workspace(&config("one", None)).expect("client");
+        assert!(Arc::ptr_eq(&a.tokens, &b.tokens));
+        let c = ml.workspace(&config("two", None)).expect("client");
+        assert!(!Arc::ptr_eq(&a.tokens, &c.tokens));
+    }
+
+    #[test]
+    fn bad_ca_bundle_is_a_config_error() {
+        let err = AzureMl::default().workspace(&config("s", Some("not a certificate"))).expect_err("bad PEM");
+        assert!(matches!(err, Error::Config { .. }), "{err:?}");
+        assert!(matches!(err.class(), ErrorClass::InvalidSpec { .. }));
+    }
+
+    #[test]
+    fn workspace_urls_carry_the_api_version() {
+        let ws = AzureMl::default().workspace(&config("s", None)).expect("client");
+        let url = ws.workspace_url(&["onlineEndpoints", "ep"]);
+        assert_eq!(
+            url.as_str(),
+            "https://management.azure.com/subscriptions/s/resourceGroups/r/providers/\
+             Microsoft.MachineLearningServices/workspaces/w/onlineEndpoints/ep?api-version=2025-12-01"
+        );
+    }
+
     #[test]
     fn status_labels_are_bounded() {
         assert_eq!(status_label(200), "200");

@@ -595,3 +595,20 @@ async fn injected_job_failure_surfaces_in_status() {
     let job = wait_job(&rig.ws, name).await;
     assert_eq!(job.status, JobStatus::Failed);
 }
+
+#[tokio::test]
+async fn long_retry_after_is_returned_and_later_calls_defer_without_sending() {
+    let rig = rig().await;
+    rig.fault(json!({"pathRegex": "/computes/gpu-cluster$", "status": 429, "retryAfter": 60, "times": 1}))
+        .await;
+    let err = rig.ws.get_compute("gpu-cluster").await.expect_err("throttled beyond the call budget");
+    assert_eq!(err.class(), ErrorClass::Throttled { retry_after: Some(Duration::from_secs(60)) });
+    assert_eq!(err.code(), Some("SubscriptionRequestsThrottled"));
+    // The read bucket stays closed: the next read is deferred locally, ARM is not asked again.
+    let err = rig.ws.get_compute("gpu-cluster").await.expect_err("deferred");
+    assert!(matches!(err.class(), ErrorClass::Throttled { retry_after: Some(_) }), "{err:?}");
+    assert_eq!(err.code(), Some("ClientThrottled"));
+    assert_eq!(count(&rig.log().await, "GET", "/computes/gpu-cluster"), 1);
+    // Writes have their own bucket.
+    assert!(rig.ws.list_endpoint_keys("missing").await.is_err_and(|e| e.is_not_found()));
+}

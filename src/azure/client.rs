@@ -492,7 +492,30 @@ impl WorkspaceClient {
     async fn attempt(&self, req: &Request, class: RequestClass, start: Instant) -> Result<Response> {
         let inner = &self.ml.inner;
         if let Some(key) = &req.throttle {
-            let waited = inner.throttle.acquire(key, class).await;
+            let allowed = inner.options.call_budget.saturating_sub(start.elapsed());
+            let waited = match inner.throttle.acquire_within(key, class, allowed).await {
+                Ok(waited) => waited,
+                Err(needed) => {
+                    tracing::info!(
+                        operation = req.operation,
+                        wait_ms = needed.as_millis() as u64,
+                        "ARM budget exhausted; deferring the request"
+                    );
+                    return Err(Error::from(ApiError {
+                        operation: req.operation,
+                        status: 429,
+                        code: Some("ClientThrottled".into()),
+                        message: format!(
+                            "the client-side ARM {} budget of this subscription is exhausted for {} s",
+                            class.as_str(),
+                            needed.as_secs()
+                        ),
+                        target: None,
+                        request_id: None,
+                        retry_after: Some(needed),
+                    }));
+                }
+            };
             inner
                 .metrics
                 .throttle_wait

@@ -203,6 +203,26 @@ impl Throttle {
         }
     }
 
+    /// Like [`Throttle::acquire`], but gives up (without taking a token) when the next token is
+    /// further away than `max_wait`, returning `Err(time until it is available)`: a long ARM
+    /// back-off should requeue the reconcile rather than hold a worker.
+    pub async fn acquire_within(
+        &self,
+        subscription: &str,
+        class: RequestClass,
+        max_wait: Duration,
+    ) -> Result<Duration, Duration> {
+        let start = Instant::now();
+        loop {
+            let wait = self.with_bucket(subscription, class, |b| b.try_take(Instant::now()));
+            match wait {
+                None => return Ok(start.elapsed()),
+                Some(wait) if start.elapsed() + wait > max_wait => return Err(wait),
+                Some(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
     /// Applies a `x-ms-ratelimit-remaining-*` value.
     pub fn observe_remaining(&self, subscription: &str, class: RequestClass, remaining: f64) {
         self.with_bucket(subscription, class, |b| b.observe_remaining(remaining, Instant::now()));
@@ -287,6 +307,12 @@ mod tests {
         assert_eq!(throttle.acquire("s", RequestClass::Read).await, Duration::ZERO);
         let waited = throttle.acquire("s", RequestClass::Read).await;
         assert!(waited >= Duration::from_millis(999), "{waited:?}");
+        // A wait beyond the allowed time is refused without taking the token.
+        throttle.close_for("s", RequestClass::Read, Duration::from_secs(30));
+        assert_eq!(
+            throttle.acquire_within("s", RequestClass::Read, Duration::from_secs(5)).await,
+            Err(Duration::from_secs(30))
+        );
         // Other subscriptions and classes have their own buckets.
         assert_eq!(throttle.acquire("other", RequestClass::Read).await, Duration::ZERO);
         assert_eq!(throttle.acquire("s", RequestClass::Write).await, Duration::ZERO);

@@ -432,6 +432,13 @@ impl WorkspaceClient {
     /// whatever its status (retryable statuses are retried first, within the call budget).
     /// `Err` means no response at all (transport or token failure).
     pub(crate) async fn send_raw(&self, req: Request) -> Result<Response> {
+        use tracing::Instrument;
+        // One span per client call groups its attempts, retries and token refreshes in the logs.
+        let span = tracing::info_span!("azure_call", operation = req.operation, method = %req.method);
+        self.send_raw_inner(req).instrument(span).await
+    }
+
+    async fn send_raw_inner(&self, req: Request) -> Result<Response> {
         let opts = &self.ml.inner.options;
         let start = Instant::now();
         let class = RequestClass::of(&req.method);

@@ -55,8 +55,9 @@ pub use config::{
     SecretString, WorkspaceCoordinates,
 };
 pub use endpoints::{
-    AuthMode, ContainerType, EndpointKeys, OnlineDeployment, OnlineDeploymentSpec, OnlineEndpoint,
-    OnlineEndpointSpec, ProbeSettings, RequestSettings, online_deployment_body, online_endpoint_body,
+    AuthMode, ContainerType, EndpointKeys, EndpointToken, OnlineDeployment, OnlineDeploymentSpec,
+    OnlineEndpoint, OnlineEndpointSpec, ProbeSettings, RequestSettings, online_deployment_body,
+    online_endpoint_body,
 };
 pub use error::{ApiError, Error, ErrorClass, Result, classify};
 pub use jobs::{

@@ -13,7 +13,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::http::{ApiError, DropConnection, Req, empty, json_response, ok, with_header};
-use crate::state::{Compute, Failure, Principal, Provisioning, Quota, RegistryModelVersion, Shared, Workspace};
+use crate::state::{
+    Compute, Failure, Principal, Provisioning, Quota, RegistryModelVersion, Shared, Workspace,
+};
 use crate::throttle::{BucketConfig, ThrottleConfig};
 
 /// Body keys whose values never reach the request log.
@@ -177,7 +179,12 @@ pub(crate) struct Faults {
 
 impl Faults {
     fn list(&self) -> Value {
-        json!(self.faults.iter().map(|f| json!({"id": f.id, "hits": f.hits, "spec": f.spec})).collect::<Vec<_>>())
+        json!(
+            self.faults
+                .iter()
+                .map(|f| json!({"id": f.id, "hits": f.hits, "spec": f.spec}))
+                .collect::<Vec<_>>()
+        )
     }
 }
 
@@ -238,8 +245,9 @@ pub(crate) async fn handle(shared: &Arc<Shared>, req: &Req) -> Response {
 
 fn parse<T: for<'de> Deserialize<'de>>(req: &Req) -> Result<T, ApiError> {
     let body = if req.body.is_empty() { b"{}".as_slice() } else { &req.body };
-    serde_json::from_slice(body)
-        .map_err(|err| ApiError::bad_request("InvalidRequestContent", format!("invalid admin request: {err}")))
+    serde_json::from_slice(body).map_err(|err| {
+        ApiError::bad_request("InvalidRequestContent", format!("invalid admin request: {err}"))
+    })
 }
 
 fn route(shared: &Arc<Shared>, req: &Req) -> Result<Response, ApiError> {
@@ -271,7 +279,10 @@ fn route(shared: &Arc<Shared>, req: &Req) -> Result<Response, ApiError> {
             if let Some(status) = spec.status
                 && StatusCode::from_u16(status).is_err()
             {
-                return Err(ApiError::bad_request("InvalidRequestContent", "status must be an HTTP status code"));
+                return Err(ApiError::bad_request(
+                    "InvalidRequestContent",
+                    "status must be an HTTP status code",
+                ));
             }
             let id = uuid::Uuid::new_v4().to_string();
             shared.faults.lock().faults.push(Fault { id: id.clone(), spec, regex, hits: 0 });
@@ -317,14 +328,14 @@ fn route(shared: &Arc<Shared>, req: &Req) -> Result<Response, ApiError> {
                 expire_issued: bool,
             }
             let body: Tokens = parse(req)?;
-            let mut world = shared.world();
+            let mut tokens = shared.tokens.lock();
             if let Some(lifetime) = body.lifetime_seconds {
-                world.tokens.lifetime_secs = lifetime;
+                tokens.lifetime_secs = lifetime;
             }
             if body.expire_issued {
-                world.tokens.expire_before = Some(Timestamp::now());
+                tokens.expire_before = Some(Timestamp::now());
             }
-            Ok(ok(&json!({"lifetimeSeconds": world.tokens.lifetime_secs})))
+            Ok(ok(&json!({"lifetimeSeconds": tokens.lifetime_secs})))
         }
         (Method::PUT, ["principals", _]) => {
             #[derive(Deserialize)]
@@ -403,7 +414,8 @@ fn route(shared: &Arc<Shared>, req: &Req) -> Result<Response, ApiError> {
             let mut throttle = shared.throttle.lock();
             let current = throttle.config().clone();
             let pick = |b: Option<Bucket>, cur: BucketConfig| {
-                b.map(|b| BucketConfig { capacity: b.capacity, refill_per_second: b.refill_per_second }).unwrap_or(cur)
+                b.map(|b| BucketConfig { capacity: b.capacity, refill_per_second: b.refill_per_second })
+                    .unwrap_or(cur)
             };
             let config = ThrottleConfig {
                 reads: pick(body.reads, current.reads),
@@ -444,7 +456,9 @@ fn inject_failure(shared: &Arc<Shared>, failure: Failure) -> Result<(), ApiError
         }
         "compute" => {
             for c in world.computes.iter_mut().filter(|c| c.name.eq_ignore_ascii_case(&failure.name)) {
-                if let Some(p) = c.prov.pending.as_mut().filter(|p| !matches!(p.outcome, crate::state::Outcome::Removed)) {
+                if let Some(p) =
+                    c.prov.pending.as_mut().filter(|p| !matches!(p.outcome, crate::state::Outcome::Removed))
+                {
                     p.outcome = crate::state::Outcome::Failed(err.clone());
                     applied = true;
                 }
@@ -452,7 +466,9 @@ fn inject_failure(shared: &Arc<Shared>, failure: Failure) -> Result<(), ApiError
         }
         "endpoint" => {
             for e in world.endpoints.iter_mut().filter(|e| e.name.eq_ignore_ascii_case(&failure.name)) {
-                if let Some(p) = e.prov.pending.as_mut().filter(|p| !matches!(p.outcome, crate::state::Outcome::Removed)) {
+                if let Some(p) =
+                    e.prov.pending.as_mut().filter(|p| !matches!(p.outcome, crate::state::Outcome::Removed))
+                {
                     p.outcome = crate::state::Outcome::Failed(err.clone());
                     applied = true;
                 }
@@ -464,8 +480,11 @@ fn inject_failure(shared: &Arc<Shared>, failure: Failure) -> Result<(), ApiError
                     continue;
                 }
                 for d in e.deployments.iter_mut().filter(|d| d.name.eq_ignore_ascii_case(&failure.name)) {
-                    if let Some(p) =
-                        d.prov.pending.as_mut().filter(|p| !matches!(p.outcome, crate::state::Outcome::Removed))
+                    if let Some(p) = d
+                        .prov
+                        .pending
+                        .as_mut()
+                        .filter(|p| !matches!(p.outcome, crate::state::Outcome::Removed))
                     {
                         p.outcome = crate::state::Outcome::Failed(err.clone());
                         applied = true;
@@ -556,7 +575,8 @@ fn seed_registry_model(shared: &Arc<Shared>, req: &Req, s: &[&str]) -> Result<Re
     let body: Body = parse(req)?;
     let (reg, name, version) = (s[1], s[3], s[5]);
     let mut world = shared.world();
-    let registry = world.registry_mut(reg).ok_or_else(|| ApiError::not_found(format!("no registry {reg}")))?;
+    let registry =
+        world.registry_mut(reg).ok_or_else(|| ApiError::not_found(format!("no registry {reg}")))?;
     let model = match registry.models.iter().position(|m| m.name.eq_ignore_ascii_case(name)) {
         Some(i) => &mut registry.models[i],
         None => {
@@ -660,7 +680,7 @@ fn state(shared: &Arc<Shared>) -> Value {
                 "name": c.name, "versions": c.versions.iter().map(|v| v.version.clone()).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
-        "operations": world.operations.values().map(|o| json!({"id": o.id, "status": o.status})).collect::<Vec<_>>(),
+        "operations": world.operations.values().map(|o| json!({"id": o.id, "kind": format!("{:?}", o.kind), "status": o.status})).collect::<Vec<_>>(),
         "failures": world.failures,
         "quotas": world.quotas,
     })
@@ -680,6 +700,6 @@ fn config(shared: &Arc<Shared>) -> Value {
         "workspace": seeds.workspace,
         "location": seeds.location,
         "registry": seeds.registry,
-        "tokenLifetimeSeconds": world.tokens.lifetime_secs,
+        "tokenLifetimeSeconds": shared.tokens.lock().lifetime_secs,
     })
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::http::{HeaderName, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::Timestamp;
@@ -67,7 +67,8 @@ pub(crate) enum TokenError {
 /// Checks a bearer token's signature and expiry, and returns its claims.
 pub(crate) fn verify(shared: &Shared, token: &str) -> Result<Claims, TokenError> {
     let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(TokenError::Malformed);
     };
@@ -77,11 +78,8 @@ pub(crate) fn verify(shared: &Shared, token: &str) -> Result<Claims, TokenError>
     let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
     let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
     let now = Timestamp::now();
-    let expired_by_admin = shared
-        .world()
-        .tokens
-        .expire_before
-        .is_some_and(|cut| claims.iat_ms <= cut.as_millisecond());
+    let expired_by_admin =
+        shared.tokens.lock().expire_before.is_some_and(|cut| claims.iat_ms <= cut.as_millisecond());
     if claims.exp <= now.as_second() || expired_by_admin {
         return Err(TokenError::Expired { exp: claims.exp, now: now.as_second() });
     }
@@ -164,10 +162,8 @@ fn fmt_secs(secs: i64) -> String {
 
 /// Issues an Azure AD token for a principal and audience.
 fn issue(shared: &Shared, object_id: &str, client_id: &str, audience: &str) -> (String, i64) {
-    let (tenant, lifetime) = {
-        let world = shared.world();
-        (world.tenant_id.clone(), world.tokens.lifetime_secs)
-    };
+    let tenant = shared.world().tenant_id.clone();
+    let lifetime = shared.tokens.lock().lifetime_secs;
     let now = Timestamp::now();
     let claims = Claims {
         aud: audience.to_string(),
@@ -187,7 +183,12 @@ fn issue(shared: &Shared, object_id: &str, client_id: &str, audience: &str) -> (
 }
 
 /// Issues an AMLToken for an online endpoint.
-pub(crate) fn issue_aml_token(shared: &Shared, endpoint_key: &str, oid: &str, lifetime: i64) -> (String, i64) {
+pub(crate) fn issue_aml_token(
+    shared: &Shared,
+    endpoint_key: &str,
+    oid: &str,
+    lifetime: i64,
+) -> (String, i64) {
     let tenant = shared.world().tenant_id.clone();
     let now = Timestamp::now();
     let claims = Claims {
@@ -212,8 +213,9 @@ fn aad_error(status: StatusCode, error: &str, code: u32, description: &str) -> R
     let now = Timestamp::now();
     let trace = uuid::Uuid::new_v4();
     let correlation = uuid::Uuid::new_v4();
-    let description =
-        format!("AADSTS{code}: {description} Trace ID: {trace} Correlation ID: {correlation} Timestamp: {now}");
+    let description = format!(
+        "AADSTS{code}: {description} Trace ID: {trace} Correlation ID: {correlation} Timestamp: {now}"
+    );
     json_response(
         status,
         &json!({
@@ -231,11 +233,17 @@ fn aad_error(status: StatusCode, error: &str, code: u32, description: &str) -> R
 /// `POST /{tenant}/oauth2/v2.0/token` and the v1 `POST /{tenant}/oauth2/token`.
 pub(crate) fn token(shared: &Arc<Shared>, req: &Req) -> Response {
     if req.method != Method::POST {
-        return aad_error(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", 900561, "The endpoint only accepts POST requests.");
+        return aad_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request",
+            900561,
+            "The endpoint only accepts POST requests.",
+        );
     }
     let v1 = req.lower.get(2).map(String::as_str) == Some("token");
     let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&req.body).unwrap_or_default();
-    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
+    let field =
+        |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
 
     let tenant = &req.segs[0];
     let (known_tenant, principals) = {
@@ -247,12 +255,19 @@ pub(crate) fn token(shared: &Arc<Shared>, req: &Req) -> Response {
             StatusCode::BAD_REQUEST,
             "invalid_request",
             90002,
-            &format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
+            &format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+            ),
         );
     }
     match field("grant_type") {
         None => {
-            return aad_error(StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'.");
+            return aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'grant_type'.",
+            );
         }
         Some("client_credentials") => {}
         Some(other) => {
@@ -265,18 +280,33 @@ pub(crate) fn token(shared: &Arc<Shared>, req: &Req) -> Response {
         }
     }
     let Some(client_id) = field("client_id") else {
-        return aad_error(StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'.");
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'client_id'.",
+        );
     };
     let resource = if v1 {
         match field("resource") {
             Some(resource) => resource.to_string(),
             None => {
-                return aad_error(StatusCode::BAD_REQUEST, "invalid_resource", 500011, "The resource principal named  was not found in the tenant.");
+                return aad_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_resource",
+                    500011,
+                    "The resource principal named  was not found in the tenant.",
+                );
             }
         }
     } else {
         let Some(scope) = field("scope") else {
-            return aad_error(StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body must contain the following parameter: 'scope'.");
+            return aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'scope'.",
+            );
         };
         match scope.split_whitespace().find_map(|s| s.strip_suffix("/.default")) {
             Some(resource) if !resource.is_empty() => resource.to_string(),
@@ -285,7 +315,9 @@ pub(crate) fn token(shared: &Arc<Shared>, req: &Req) -> Response {
                     StatusCode::BAD_REQUEST,
                     "invalid_scope",
                     1002012,
-                    &format!("The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."),
+                    &format!(
+                        "The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
+                    ),
                 );
             }
         }
@@ -295,7 +327,9 @@ pub(crate) fn token(shared: &Arc<Shared>, req: &Req) -> Response {
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
             700016,
-            &format!("Application with identifier '{client_id}' was not found in the directory '{known_tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."),
+            &format!(
+                "Application with identifier '{client_id}' was not found in the directory '{known_tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
+            ),
         );
     };
     match (field("client_secret"), field("client_assertion")) {
@@ -305,16 +339,25 @@ pub(crate) fn token(shared: &Arc<Shared>, req: &Req) -> Response {
                     StatusCode::UNAUTHORIZED,
                     "invalid_client",
                     7000215,
-                    &format!("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."),
+                    &format!(
+                        "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+                    ),
                 );
             }
         }
         (None, Some(assertion)) => {
-            if field("client_assertion_type") != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer") {
-                return aad_error(StatusCode::BAD_REQUEST, "invalid_request", 50027, "Invalid client_assertion_type: expected urn:ietf:params:oauth:client-assertion-type:jwt-bearer.");
+            if field("client_assertion_type")
+                != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+            {
+                return aad_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    50027,
+                    "Invalid client_assertion_type: expected urn:ietf:params:oauth:client-assertion-type:jwt-bearer.",
+                );
             }
-            if let Err(response) = check_assertion(assertion) {
-                return response;
+            if let Some(refusal) = refuse_assertion(assertion) {
+                return refusal;
             }
         }
         (None, None) => {
@@ -346,9 +389,18 @@ pub(crate) fn token(shared: &Arc<Shared>, req: &Req) -> Response {
 
 /// Accepts a federated (workload identity) assertion if it is a JWT for the token-exchange audience that
 /// has not expired. The emulator does not check its signature: there is no issuer to trust.
-fn check_assertion(assertion: &str) -> Result<(), Response> {
+fn refuse_assertion(assertion: &str) -> Option<Response> {
+    check_assertion(assertion).err().map(|boxed| *boxed)
+}
+
+fn check_assertion(assertion: &str) -> Result<(), Box<Response>> {
     let malformed = || {
-        aad_error(StatusCode::BAD_REQUEST, "invalid_client", 50027, "JWT token is invalid or malformed.")
+        Box::new(aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            50027,
+            "JWT token is invalid or malformed.",
+        ))
     };
     let parts: Vec<&str> = assertion.split('.').collect();
     if parts.len() != 3 {
@@ -359,12 +411,12 @@ fn check_assertion(assertion: &str) -> Result<(), Response> {
     if let Some(exp) = claims.get("exp").and_then(Value::as_i64)
         && exp <= Timestamp::now().as_second()
     {
-        return Err(aad_error(
+        return Err(Box::new(aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_client",
             700024,
             "Client assertion is not within its valid time range.",
-        ));
+        )));
     }
     let audience_ok = match claims.get("aud") {
         None => true,
@@ -373,12 +425,12 @@ fn check_assertion(assertion: &str) -> Result<(), Response> {
         Some(_) => false,
     };
     if !audience_ok {
-        return Err(aad_error(
+        return Err(Box::new(aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_client",
             700212,
             "No matching federated identity record found for presented assertion audience.",
-        ));
+        )));
     }
     Ok(())
 }
@@ -418,7 +470,10 @@ pub(crate) fn instance_discovery(shared: &Arc<Shared>, _req: &Req) -> Response {
 /// `GET /msi/token` — the App Service managed-identity protocol (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`).
 pub(crate) fn managed_identity(shared: &Arc<Shared>, req: &Req) -> Response {
     let bad = |status: StatusCode, message: &str| {
-        json_response(status, &json!({"statusCode": status.as_u16(), "message": message, "correlationId": uuid::Uuid::new_v4().to_string()}))
+        json_response(
+            status,
+            &json!({"statusCode": status.as_u16(), "message": message, "correlationId": uuid::Uuid::new_v4().to_string()}),
+        )
     };
     if req.method != Method::GET {
         return bad(StatusCode::METHOD_NOT_ALLOWED, "Only GET is supported.");
@@ -434,11 +489,16 @@ pub(crate) fn managed_identity(shared: &Arc<Shared>, req: &Req) -> Response {
     };
     let principals = shared.world().principals.clone();
     let principal = match req.q("client_id").or(req.q("principal_id")).or(req.q("mi_res_id")) {
-        Some(id) => principals.iter().find(|p| p.client_id.eq_ignore_ascii_case(id) || p.object_id.eq_ignore_ascii_case(id)),
+        Some(id) => principals
+            .iter()
+            .find(|p| p.client_id.eq_ignore_ascii_case(id) || p.object_id.eq_ignore_ascii_case(id)),
         None => principals.first(),
     };
     let Some(principal) = principal else {
-        return bad(StatusCode::BAD_REQUEST, "No managed identity with the requested id is assigned to this resource.");
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "No managed identity with the requested id is assigned to this resource.",
+        );
     };
     let (access_token, lifetime) = issue(shared, &principal.object_id, &principal.client_id, resource);
     ok(&json!({
@@ -505,9 +565,4 @@ pub(crate) fn cloud_metadata(shared: &Arc<Shared>, req: &Req) -> Response {
         }));
     }
     ok(&json!([cloud]))
-}
-
-/// The 401 reply of protected data-plane routes (registry, MLflow), in ARM's shape.
-pub(crate) fn unauthorized_response(err: ApiError) -> Response {
-    err.into_response()
 }

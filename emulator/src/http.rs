@@ -48,8 +48,12 @@ impl Req {
             .unwrap_or_else(|| "127.0.0.1".into());
         let base = format!("{scheme}://{host}");
         let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|err| {
-            ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequestContent", format!("cannot read body: {err}"))
-                .into_response()
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestContent",
+                format!("cannot read body: {err}"),
+            )
+            .into_response()
         })?;
         let path = parts.uri.path().to_string();
         let raw_query = parts.uri.query().unwrap_or("").to_string();
@@ -60,7 +64,17 @@ impl Req {
             .collect();
         let lower = segs.iter().map(|s| s.to_ascii_lowercase()).collect();
         let query = form_urlencoded_pairs(&raw_query);
-        Ok(Self { method: parts.method, path, raw_query, segs, lower, query, headers: parts.headers, body, base })
+        Ok(Self {
+            method: parts.method,
+            path,
+            raw_query,
+            segs,
+            lower,
+            query,
+            headers: parts.headers,
+            body,
+            base,
+        })
     }
 
     /// A query parameter, matched case-insensitively by name (ARM does so for `api-version`).
@@ -112,26 +126,31 @@ fn form_urlencoded_pairs(raw: &str) -> Vec<(String, String)> {
 }
 
 /// An error answered in ARM's shape: `{"error":{"code","message","target"?,"details"?}}`.
+///
+/// Boxed so that every handler's `Result` stays small.
 #[derive(Debug, Clone)]
-pub(crate) struct ApiError {
-    pub status: StatusCode,
-    pub code: String,
-    pub message: String,
-    pub target: Option<String>,
-    pub details: Vec<Value>,
-    pub headers: Vec<(HeaderName, String)>,
+pub(crate) struct ApiError(Box<ErrorData>);
+
+#[derive(Debug, Clone)]
+pub(crate) struct ErrorData {
+    status: StatusCode,
+    code: String,
+    message: String,
+    target: Option<String>,
+    details: Vec<Value>,
+    headers: Vec<(HeaderName, String)>,
 }
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(ErrorData {
             status,
             code: code.into(),
             message: message.into(),
             target: None,
             details: Vec::new(),
             headers: Vec::new(),
-        }
+        }))
     }
 
     pub(crate) fn bad_request(code: impl Into<String>, message: impl Into<String>) -> Self {
@@ -143,7 +162,7 @@ impl ApiError {
     pub(crate) fn validation(target: &str, detail_code: &str, message: impl Into<String>) -> Self {
         let message = message.into();
         let mut err = Self::bad_request("UserError", message.clone()).target(target);
-        err.details.push(json!({"code": detail_code, "message": message, "target": target}));
+        err.0.details.push(json!({"code": detail_code, "message": message, "target": target}));
         err
     }
 
@@ -156,22 +175,23 @@ impl ApiError {
     }
 
     pub(crate) fn target(mut self, target: &str) -> Self {
-        self.target = Some(target.to_string());
+        self.0.target = Some(target.to_string());
         self
     }
 
     pub(crate) fn header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
+        self.0.headers.push((name, value.into()));
         self
     }
 
     pub(crate) fn body(&self) -> Value {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(target) = &self.target {
+        let e = &self.0;
+        let mut error = json!({"code": e.code, "message": e.message});
+        if let Some(target) = &e.target {
             error["target"] = json!(target);
         }
-        if !self.details.is_empty() {
-            error["details"] = json!(self.details);
+        if !e.details.is_empty() {
+            error["details"] = json!(e.details);
         }
         json!({ "error": error })
     }
@@ -179,8 +199,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = json_response(self.status, &self.body());
-        for (name, value) in &self.headers {
+        let mut response = json_response(self.0.status, &self.body());
+        for (name, value) in &self.0.headers {
             if let Ok(value) = HeaderValue::from_str(value) {
                 response.headers_mut().insert(name.clone(), value);
             }
@@ -193,7 +213,9 @@ impl IntoResponse for ApiError {
 pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
     response
 }
 

@@ -36,7 +36,7 @@ pub(crate) fn handle(ctx: &Ctx) -> Result<Response, ApiError> {
                 Method::GET => {
                     let world = ctx.shared.world();
                     let job = world.job(&ctx.ws.key(), &name).ok_or_else(|| job_not_found(&name))?;
-                    Ok(ok(&render(ctx, &world, job)))
+                    Ok(ok(&render(ctx, job)))
                 }
                 Method::PUT => put(ctx, &name),
                 Method::DELETE => delete(ctx, &name),
@@ -62,15 +62,18 @@ fn list(ctx: &Ctx) -> Result<Response, ApiError> {
         .jobs
         .iter()
         .filter(|j| j.ws == ctx.ws.key())
-        .filter(|j| job_type.is_none_or(|t| j.properties["jobType"].as_str().is_some_and(|jt| jt.eq_ignore_ascii_case(t))))
+        .filter(|j| {
+            job_type
+                .is_none_or(|t| j.properties["jobType"].as_str().is_some_and(|jt| jt.eq_ignore_ascii_case(t)))
+        })
         .collect();
     jobs.sort_by_key(|j| std::cmp::Reverse(j.created));
-    let items = jobs.into_iter().map(|j| render(ctx, &world, j)).collect();
+    let items = jobs.into_iter().map(|j| render(ctx, j)).collect();
     Ok(ok(&page(ctx.req, items)))
 }
 
 /// The job as ARM returns it.
-pub(crate) fn render(ctx: &Ctx, world: &World, job: &Job) -> Value {
+pub(crate) fn render(ctx: &Ctx, job: &Job) -> Value {
     let now = Timestamp::now();
     let ws = &ctx.ws;
     let host = ctx.shared.https_url.trim_start_matches("https://");
@@ -90,12 +93,13 @@ pub(crate) fn render(ctx: &Ctx, world: &World, job: &Job) -> Value {
         }
     }
     props["outputs"] = outputs;
+    // The service leaves the tenant out of the studio URL; the SDK appends `&tid=` from its token.
     props["services"] = json!({
         "Studio": {
             "jobServiceType": "Studio",
             "endpoint": format!(
-                "https://ml.azure.com/runs/{}?wsid=/subscriptions/{}/resourcegroups/{}/workspaces/{}&tid={}",
-                job.name, ws.subscription, ws.resource_group, ws.name, world.tenant_id
+                "https://ml.azure.com/runs/{}?wsid=/subscriptions/{}/resourcegroups/{}/workspaces/{}",
+                job.name, ws.subscription, ws.resource_group, ws.name
             ),
             "status": null,
         },
@@ -119,7 +123,12 @@ pub(crate) fn render(ctx: &Ctx, world: &World, job: &Job) -> Value {
 }
 
 pub(crate) fn experiment_name(props: &Value) -> String {
-    props.get("experimentName").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("Default").to_string()
+    props
+        .get("experimentName")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("Default")
+        .to_string()
 }
 
 fn put(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
@@ -144,13 +153,17 @@ fn put(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
             )
             .target("name"));
         }
-        let job = world.jobs.iter_mut().find(|j| j.ws == ws_key && j.name == name).ok_or_else(|| job_not_found(name))?;
+        let job = world
+            .jobs
+            .iter_mut()
+            .find(|j| j.ws == ws_key && j.name == name)
+            .ok_or_else(|| job_not_found(name))?;
         if job.properties != props {
             job.properties = props;
             job.modified = now;
         }
         let job = world.job(&ws_key, name).ok_or_else(|| job_not_found(name))?;
-        return Ok(ok(&render(ctx, &world, job)));
+        return Ok(ok(&render(ctx, job)));
     }
 
     let check = check_pipeline(&world, &ws_key, &props)?;
@@ -173,7 +186,8 @@ fn put(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
     let running = at(QUEUED_AFTER + PREPARING_AFTER + RUNNING_AFTER);
     let finalizing = at(QUEUED_AFTER + PREPARING_AFTER + RUNNING_AFTER + RUNNING_FOR);
     let completed = at(QUEUED_AFTER + PREPARING_AFTER + RUNNING_AFTER + RUNNING_FOR + FINALIZING_FOR);
-    let mut timeline = vec![("NotStarted".to_string(), now), ("Queued".into(), queued), ("Preparing".into(), preparing)];
+    let mut timeline =
+        vec![("NotStarted".to_string(), now), ("Queued".into(), queued), ("Preparing".into(), preparing)];
     let failure = world.take_failure("job", name, None);
     let error = match (check.unusable_compute, failure) {
         (Some(err), _) => {
@@ -182,7 +196,10 @@ fn put(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
         }
         (None, Some(err)) => {
             timeline.push(("Running".into(), running));
-            timeline.push(("Failed".into(), at(QUEUED_AFTER + PREPARING_AFTER + RUNNING_AFTER + RUNNING_FOR * 0.5)));
+            timeline.push((
+                "Failed".into(),
+                at(QUEUED_AFTER + PREPARING_AFTER + RUNNING_AFTER + RUNNING_FOR * 0.5),
+            ));
             Some(err)
         }
         (None, None) => {
@@ -205,7 +222,7 @@ fn put(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
         created_by: ctx.caller(),
     });
     let job = world.job(&ws_key, name).ok_or_else(|| job_not_found(name))?;
-    Ok(json_response(StatusCode::CREATED, &render(ctx, &world, job)))
+    Ok(json_response(StatusCode::CREATED, &render(ctx, job)))
 }
 
 fn strip_mutable(props: &Value) -> Value {
@@ -227,7 +244,8 @@ struct Checked {
 }
 
 const JOB_TYPES: [&str; 5] = ["Pipeline", "Command", "Sweep", "AutoML", "Spark"];
-const ASSET_TYPES: [&str; 6] = ["uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model"];
+const ASSET_TYPES: [&str; 6] =
+    ["uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model"];
 const MODES: [&str; 10] = [
     "ReadOnlyMount",
     "ReadWriteMount",
@@ -249,7 +267,10 @@ fn check_pipeline(world: &World, ws_key: &str, props: &Value) -> Result<Checked,
         return Err(ApiError::validation(
             "properties.jobType",
             "InvalidEnumValue",
-            format!("The value '{job_type}' is not valid for jobType. Valid values: {}.", JOB_TYPES.join(", ")),
+            format!(
+                "The value '{job_type}' is not valid for jobType. Valid values: {}.",
+                JOB_TYPES.join(", ")
+            ),
         ));
     }
     if job_type != "Pipeline" {
@@ -265,7 +286,11 @@ fn check_pipeline(world: &World, ws_key: &str, props: &Value) -> Result<Checked,
             return Ok(());
         }
         let compute = world.compute(ws_key, name).ok_or_else(|| {
-            ApiError::validation(target, "ComputeNotFound", format!("Compute '{name}' was not found in the workspace."))
+            ApiError::validation(
+                target,
+                "ComputeNotFound",
+                format!("Compute '{name}' was not found in the workspace."),
+            )
         })?;
         if compute.prov.state.eq_ignore_ascii_case("failed") && checked.unusable_compute.is_none() {
             checked.unusable_compute = Some(ErrorInfo::new(
@@ -291,17 +316,28 @@ fn check_pipeline(world: &World, ws_key: &str, props: &Value) -> Result<Checked,
             return Err(ApiError::validation(
                 &format!("properties.outputs.{name}.jobOutputType"),
                 "InvalidEnumValue",
-                format!("Output '{name}' has jobOutputType '{kind}'; valid values: {}.", ASSET_TYPES.join(", ")),
+                format!(
+                    "Output '{name}' has jobOutputType '{kind}'; valid values: {}.",
+                    ASSET_TYPES.join(", ")
+                ),
             ));
         }
     }
     let jobs = props.get("jobs").and_then(Value::as_object).filter(|j| !j.is_empty()).ok_or_else(|| {
-        ApiError::validation("properties.jobs", "Required", "A pipeline job needs at least one node in 'jobs'.")
+        ApiError::validation(
+            "properties.jobs",
+            "Required",
+            "A pipeline job needs at least one node in 'jobs'.",
+        )
     })?;
     for (node_name, node) in jobs {
         let target = format!("properties.jobs.{node_name}");
         let component_id = node.get("componentId").and_then(Value::as_str).ok_or_else(|| {
-            ApiError::validation(&format!("{target}.componentId"), "Required", format!("Node '{node_name}' has no componentId."))
+            ApiError::validation(
+                &format!("{target}.componentId"),
+                "Required",
+                format!("Node '{node_name}' has no componentId."),
+            )
         })?;
         let spec = crate::registry::component_spec(world, component_id).ok_or_else(|| {
             ApiError::validation(
@@ -358,7 +394,9 @@ fn check_pipeline(world: &World, ws_key: &str, props: &Value) -> Result<Checked,
                 return Err(ApiError::validation(
                     &format!("{target}.outputs.{output}"),
                     "InvalidBinding",
-                    format!("Output binding '{text}' names pipeline output '{parent}', which is not declared in properties.outputs."),
+                    format!(
+                        "Output binding '{text}' names pipeline output '{parent}', which is not declared in properties.outputs."
+                    ),
                 ));
             }
         }
@@ -367,13 +405,21 @@ fn check_pipeline(world: &World, ws_key: &str, props: &Value) -> Result<Checked,
 }
 
 /// Replaces a `${{parent.inputs.X}}` literal with the pipeline input it names.
-fn resolve_binding(value: &Value, pipeline_inputs: &Map<String, Value>, target: &str) -> Result<Value, ApiError> {
+fn resolve_binding(
+    value: &Value,
+    pipeline_inputs: &Map<String, Value>,
+    target: &str,
+) -> Result<Value, ApiError> {
     let text = value.get("value").and_then(Value::as_str).unwrap_or("");
     let Some(name) = text.strip_prefix("${{parent.inputs.").and_then(|t| t.strip_suffix("}}")) else {
         return Ok(value.clone());
     };
     pipeline_inputs.get(name).cloned().ok_or_else(|| {
-        ApiError::validation(target, "InvalidBinding", format!("Binding '{text}' names an undeclared pipeline input."))
+        ApiError::validation(
+            target,
+            "InvalidBinding",
+            format!("Binding '{text}' names an undeclared pipeline input."),
+        )
     })
 }
 
@@ -404,7 +450,9 @@ fn check_input(world: &World, name: &str, decl: &Value, value: &Value, target: &
         return Err(ApiError::validation(
             target,
             "InvalidEnumValue",
-            format!("Input '{name}' has mode '{mode}'; valid values: ReadOnlyMount, ReadWriteMount, Download, Direct, EvalMount, EvalDownload."),
+            format!(
+                "Input '{name}' has mode '{mode}'; valid values: ReadOnlyMount, ReadWriteMount, Download, Direct, EvalMount, EvalDownload."
+            ),
         ));
     }
     let is_asset = ASSET_TYPES.contains(&declared);
@@ -413,7 +461,10 @@ fn check_input(world: &World, name: &str, decl: &Value, value: &Value, target: &
             return Err(ApiError::validation(
                 target,
                 "InvalidEnumValue",
-                format!("Input '{name}' has job_input_type '{kind}'; valid values: literal, {}.", ASSET_TYPES.join(", ")),
+                format!(
+                    "Input '{name}' has job_input_type '{kind}'; valid values: literal, {}.",
+                    ASSET_TYPES.join(", ")
+                ),
             ));
         }
         if !is_asset {
@@ -433,7 +484,11 @@ fn check_input(world: &World, name: &str, decl: &Value, value: &Value, target: &
     })?;
     if is_asset {
         let uri = raw.as_str().ok_or_else(|| {
-            ApiError::validation(target, "InputTypeMismatch", format!("Input '{name}' expects a URI of type {declared}."))
+            ApiError::validation(
+                target,
+                "InputTypeMismatch",
+                format!("Input '{name}' expects a URI of type {declared}."),
+            )
         })?;
         return check_asset_uri(world, name, uri, target);
     }
@@ -475,7 +530,8 @@ fn check_input(world: &World, name: &str, decl: &Value, value: &Value, target: &
             if let Some(allowed) = decl.get("enum").and_then(Value::as_array)
                 && !allowed.iter().any(|a| a.as_str() == Some(text))
             {
-                let list: Vec<String> = allowed.iter().map(|a| format!("'{}'", a.as_str().unwrap_or(""))).collect();
+                let list: Vec<String> =
+                    allowed.iter().map(|a| format!("'{}'", a.as_str().unwrap_or(""))).collect();
                 return Err(ApiError::validation(
                     target,
                     "InvalidEnumValue",
@@ -492,12 +548,20 @@ fn check_range(name: &str, decl: &Value, n: f64, target: &str) -> Result<(), Api
     if let Some(min) = bound("min")
         && n < min
     {
-        return Err(ApiError::validation(target, "ValueOutOfRange", format!("Input '{name}' is {n}; the minimum is {min}.")));
+        return Err(ApiError::validation(
+            target,
+            "ValueOutOfRange",
+            format!("Input '{name}' is {n}; the minimum is {min}."),
+        ));
     }
     if let Some(max) = bound("max")
         && n > max
     {
-        return Err(ApiError::validation(target, "ValueOutOfRange", format!("Input '{name}' is {n}; the maximum is {max}.")));
+        return Err(ApiError::validation(
+            target,
+            "ValueOutOfRange",
+            format!("Input '{name}' is {n}; the maximum is {max}."),
+        ));
     }
     Ok(())
 }
@@ -520,7 +584,9 @@ fn check_asset_uri(world: &World, name: &str, uri: &str, target: &str) -> Result
         Err(ApiError::validation(
             target,
             "InvalidUri",
-            format!("Input '{name}' has uri '{uri}', which is neither an Azure ML asset/datastore URI nor a storage URL."),
+            format!(
+                "Input '{name}' has uri '{uri}', which is neither an Azure ML asset/datastore URI nor a storage URL."
+            ),
         ))
     }
 }
@@ -530,7 +596,11 @@ fn cancel(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
     let mut world = ctx.shared.world();
     let ws_key = ctx.ws.key();
     let canceled_at = now + world.scaled(20.0);
-    let job = world.jobs.iter_mut().find(|j| j.ws == ws_key && j.name == name).ok_or_else(|| job_not_found(name))?;
+    let job = world
+        .jobs
+        .iter_mut()
+        .find(|j| j.ws == ws_key && j.name == name)
+        .ok_or_else(|| job_not_found(name))?;
     let status = job.status_at(now).to_string();
     if job.is_terminal(now) || status == "CancelRequested" {
         // Cancelling a finished (or already cancelling) job changes nothing.

@@ -168,7 +168,10 @@ impl Config {
 
     fn check(&self) -> Result<()> {
         if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
-            return Err(Error::Config(format!("time_scale must be a positive number, not {}", self.time_scale)));
+            return Err(Error::Config(format!(
+                "time_scale must be a positive number, not {}",
+                self.time_scale
+            )));
         }
         self.throttle.check().map_err(Error::Config)
     }
@@ -185,8 +188,11 @@ impl Emulator {
         let (ca_path, temp_dir) = match &config.ca_out {
             Some(path) => (path.clone(), None),
             None => {
-                let dir = std::env::temp_dir()
-                    .join(format!("azureml-emulator-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
+                let dir = std::env::temp_dir().join(format!(
+                    "azureml-emulator-{}-{}",
+                    std::process::id(),
+                    uuid::Uuid::new_v4()
+                ));
                 std::fs::create_dir_all(&dir)
                     .map_err(|source| Error::WriteCa { path: dir.clone(), source })?;
                 (dir.join("ca.pem"), Some(dir))
@@ -207,9 +213,8 @@ impl Emulator {
         let http_listener = tokio::net::TcpListener::bind(http_addr)
             .await
             .map_err(|source| Error::Bind { addr: http_addr, source })?;
-        let bound = |l: &tokio::net::TcpListener, addr| {
-            l.local_addr().map_err(|source| Error::Bind { addr, source })
-        };
+        let bound =
+            |l: &tokio::net::TcpListener, addr| l.local_addr().map_err(|source| Error::Bind { addr, source });
         let https_local = bound(&https_listener, https_addr)?;
         let http_local = bound(&http_listener, http_addr)?;
         let https_url = format!("https://{}", host_port(https_local));

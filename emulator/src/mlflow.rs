@@ -34,49 +34,95 @@ pub(crate) fn handle(shared: &Arc<Shared>, req: &Req) -> Response {
     }
     let l: Vec<&str> = req.lower.iter().map(String::as_str).collect();
     let s = &req.segs;
-    let ["mlflow", "v1.0", "subscriptions", _, "resourcegroups", _, "providers", "microsoft.machinelearningservices", "workspaces", _, "api", "2.0", "mlflow", rest @ ..] =
-        l.as_slice()
+    let [
+        "mlflow",
+        "v1.0",
+        "subscriptions",
+        _,
+        "resourcegroups",
+        _,
+        "providers",
+        "microsoft.machinelearningservices",
+        "workspaces",
+        _,
+        "api",
+        "2.0",
+        "mlflow",
+        rest @ ..,
+    ] = l.as_slice()
     else {
-        return mlflow_error(StatusCode::NOT_FOUND, "ENDPOINT_NOT_FOUND", format!("No MLflow route for '{}'.", req.path));
+        return mlflow_error(
+            StatusCode::NOT_FOUND,
+            "ENDPOINT_NOT_FOUND",
+            format!("No MLflow route for '{}'.", req.path),
+        );
     };
     let world = shared.world();
     let Some(ws) = world.workspace(&s[3], &s[5], &s[9]).cloned() else {
-        return mlflow_error(StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", format!("Workspace '{}' not found.", s[9]));
+        return mlflow_error(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_DOES_NOT_EXIST",
+            format!("Workspace '{}' not found.", s[9]),
+        );
     };
     let ws_key = ws.key();
     let now = Timestamp::now();
     match (req.method.clone(), rest) {
         (Method::GET, ["experiments", "get-by-name"]) => {
             let Some(name) = req.q("experiment_name") else {
-                return mlflow_error(StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "Missing value for required parameter 'experiment_name'.");
+                return mlflow_error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_PARAMETER_VALUE",
+                    "Missing value for required parameter 'experiment_name'.",
+                );
             };
             match world.experiments.get(&(ws_key.clone(), name.to_string())) {
                 Some(id) => ok(&json!({"experiment": experiment(id, name)})),
-                None => mlflow_error(StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", format!("Could not find experiment with name '{name}'")),
+                None => mlflow_error(
+                    StatusCode::NOT_FOUND,
+                    "RESOURCE_DOES_NOT_EXIST",
+                    format!("Could not find experiment with name '{name}'"),
+                ),
             }
         }
         (Method::GET, ["experiments", "get"]) => {
             let id = req.q("experiment_id").unwrap_or("");
             match world.experiments.iter().find(|((w, _), eid)| *w == ws_key && *eid == id) {
                 Some(((_, name), eid)) => ok(&json!({"experiment": experiment(eid, name)})),
-                None => mlflow_error(StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", format!("Could not find experiment with id '{id}'")),
+                None => mlflow_error(
+                    StatusCode::NOT_FOUND,
+                    "RESOURCE_DOES_NOT_EXIST",
+                    format!("Could not find experiment with id '{id}'"),
+                ),
             }
         }
         (Method::GET, ["runs", "get"]) => {
             let id = req.q("run_id").or(req.q("run_uuid")).unwrap_or("");
             match all_runs(&world, &ws_key, now).into_iter().find(|r| r.id == id) {
                 Some(run) => ok(&json!({"run": run.to_json()})),
-                None => mlflow_error(StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", format!("Run '{id}' not found")),
+                None => mlflow_error(
+                    StatusCode::NOT_FOUND,
+                    "RESOURCE_DOES_NOT_EXIST",
+                    format!("Run '{id}' not found"),
+                ),
             }
         }
         (Method::POST, ["runs", "search"]) => search(req, &world, &ws_key, now),
         (Method::GET, ["metrics", "get-history"]) => {
             let id = req.q("run_id").or(req.q("run_uuid")).unwrap_or("");
             let Some(key) = req.q("metric_key") else {
-                return mlflow_error(StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "Missing value for required parameter 'metric_key'.");
+                return mlflow_error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_PARAMETER_VALUE",
+                    "Missing value for required parameter 'metric_key'.",
+                );
             };
             let Some(run) = all_runs(&world, &ws_key, now).into_iter().find(|r| r.id == id) else {
-                return mlflow_error(StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", format!("Run '{id}' not found"));
+                return mlflow_error(
+                    StatusCode::NOT_FOUND,
+                    "RESOURCE_DOES_NOT_EXIST",
+                    format!("Run '{id}' not found"),
+                );
             };
             let history: Vec<Value> = run.history.iter().filter(|m| m["key"] == key).cloned().collect();
             let offset: usize = req.q("page_token").and_then(|t| t.parse().ok()).unwrap_or(0);
@@ -88,7 +134,11 @@ pub(crate) fn handle(shared: &Arc<Shared>, req: &Req) -> Response {
             }
             ok(&body)
         }
-        _ => mlflow_error(StatusCode::NOT_FOUND, "ENDPOINT_NOT_FOUND", format!("No MLflow route for {} '{}'.", req.method, req.path)),
+        _ => mlflow_error(
+            StatusCode::NOT_FOUND,
+            "ENDPOINT_NOT_FOUND",
+            format!("No MLflow route for {} '{}'.", req.method, req.path),
+        ),
     }
 }
 
@@ -208,7 +258,11 @@ fn job_runs(world: &World, job: &Job, now: Timestamp) -> Vec<Run> {
                 None => ("RUNNING", None),
             }
         };
-        let history = if step == METRICS_STEP && status == "FINISHED" { metrics(start, end.unwrap_or(start)) } else { Vec::new() };
+        let history = if step == METRICS_STEP && status == "FINISHED" {
+            metrics(start, end.unwrap_or(start))
+        } else {
+            Vec::new()
+        };
         runs.push(Run {
             id: format!("{}_{step}", job.name),
             name: step.to_string(),
@@ -240,7 +294,9 @@ fn metrics(start: Timestamp, end: Timestamp) -> Vec<Value> {
         losses.push(loss);
         history.push(json!({"key": "loss", "value": loss, "timestamp": at(step), "step": step}));
         history.push(json!({"key": "learning_rate", "value": 5e-6 * (1.0 - step as f64 / 100.0), "timestamp": at(step), "step": step}));
-        history.push(json!({"key": "epoch", "value": round(step as f64 / 100.0), "timestamp": at(step), "step": step}));
+        history.push(
+            json!({"key": "epoch", "value": round(step as f64 / 100.0), "timestamp": at(step), "step": step}),
+        );
     }
     let last = at(100);
     let train_loss = round(losses.iter().sum::<f64>() / losses.len() as f64);
@@ -272,7 +328,8 @@ fn search(req: &Req, world: &World, ws_key: &str, now: Timestamp) -> Response {
         Err(message) => return mlflow_error(StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", message),
     };
     let max = body.get("max_results").and_then(Value::as_u64).unwrap_or(1000).max(1) as usize;
-    let offset: usize = body.get("page_token").and_then(Value::as_str).and_then(|t| t.parse().ok()).unwrap_or(0);
+    let offset: usize =
+        body.get("page_token").and_then(Value::as_str).and_then(|t| t.parse().ok()).unwrap_or(0);
     let runs: Vec<Run> = all_runs(world, ws_key, now)
         .into_iter()
         .filter(|r| experiment_ids.is_empty() || experiment_ids.contains(&r.experiment_id))
@@ -304,16 +361,27 @@ fn parse_filter(filter: &str) -> Result<Vec<(String, String)>, String> {
         return Ok(clauses);
     }
     for clause in split_and(filter) {
-        let (key, value) = clause
-            .split_once('=')
-            .ok_or_else(|| format!("Invalid filter clause '{clause}': only equality comparisons are supported."))?;
+        let (key, value) = clause.split_once('=').ok_or_else(|| {
+            format!("Invalid filter clause '{clause}': only equality comparisons are supported.")
+        })?;
         let key = key.trim().to_string();
         let value = value.trim();
-        let quoted = (value.starts_with('\'') && value.ends_with('\'')) || (value.starts_with('"') && value.ends_with('"'));
+        let quoted = (value.starts_with('\'') && value.ends_with('\''))
+            || (value.starts_with('"') && value.ends_with('"'));
         if !quoted || value.len() < 2 {
             return Err(format!("Invalid filter clause '{clause}': the value must be quoted."));
         }
-        let known = key.starts_with("tags.") || ["attributes.run_id", "attributes.run_uuid", "run_id", "attributes.run_name", "run_name", "attributes.status", "status"].contains(&key.as_str());
+        let known = key.starts_with("tags.")
+            || [
+                "attributes.run_id",
+                "attributes.run_uuid",
+                "run_id",
+                "attributes.run_name",
+                "run_name",
+                "attributes.status",
+                "status",
+            ]
+            .contains(&key.as_str());
         if !known {
             return Err(format!("Invalid filter key '{key}'."));
         }
@@ -349,7 +417,10 @@ mod tests {
     fn parses_filters() {
         assert_eq!(
             parse_filter("tags.mlflow.parentRunId = 'job-1' and attributes.status = \"FINISHED\"").unwrap(),
-            vec![("tags.mlflow.parentRunId".into(), "job-1".into()), ("attributes.status".into(), "FINISHED".into())]
+            vec![
+                ("tags.mlflow.parentRunId".into(), "job-1".into()),
+                ("attributes.status".into(), "FINISHED".into())
+            ]
         );
         assert!(parse_filter("metrics.loss > 1").is_err());
         assert!(parse_filter("tags.x = unquoted").is_err());
@@ -361,7 +432,8 @@ mod tests {
     fn metric_history_is_plausible() {
         let start = Timestamp::from_second(1_700_000_000).unwrap();
         let history = metrics(start, start + SignedDuration::from_secs(1000));
-        let losses: Vec<f64> = history.iter().filter(|m| m["key"] == "loss").map(|m| m["value"].as_f64().unwrap()).collect();
+        let losses: Vec<f64> =
+            history.iter().filter(|m| m["key"] == "loss").map(|m| m["value"].as_f64().unwrap()).collect();
         assert_eq!(losses.len(), 10);
         assert!(losses.windows(2).all(|w| w[1] < w[0]));
         for key in ["train_loss", "eval_loss", "train_runtime"] {

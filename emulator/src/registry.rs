@@ -46,8 +46,19 @@ fn route(shared: &Arc<Shared>, req: &Req) -> Result<Response, ApiError> {
     require_arm(shared, req)?;
     let l: Vec<&str> = req.lower.iter().map(String::as_str).collect();
     let s: Vec<&str> = req.segs.iter().map(String::as_str).collect();
-    let [_, _, "subscriptions", _, "resourcegroups", _, "providers", "microsoft.machinelearningservices", "registries", _, rest @ ..] =
-        l.as_slice()
+    let [
+        _,
+        _,
+        "subscriptions",
+        _,
+        "resourcegroups",
+        _,
+        "providers",
+        "microsoft.machinelearningservices",
+        "registries",
+        _,
+        rest @ ..,
+    ] = l.as_slice()
     else {
         return Err(ApiError::not_found(format!("No route for '{}'.", req.path)));
     };
@@ -60,7 +71,9 @@ fn route(shared: &Arc<Shared>, req: &Req) -> Result<Response, ApiError> {
     let registry = world
         .registry(reg)
         .filter(|r| r.subscription.eq_ignore_ascii_case(sub) && r.resource_group.eq_ignore_ascii_case(rg))
-        .ok_or_else(|| ApiError::not_found(format!("Registry '{reg}' was not found in resource group '{rg}'.")))?;
+        .ok_or_else(|| {
+            ApiError::not_found(format!("Registry '{reg}' was not found in resource group '{rg}'."))
+        })?;
     let arm_base = format!(
         "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.MachineLearningServices/registries/{}",
         registry.subscription, registry.resource_group, registry.name
@@ -89,7 +102,10 @@ fn route(shared: &Arc<Shared>, req: &Req) -> Result<Response, ApiError> {
             let model = find_model(registry, name)?;
             let version = s[13];
             let v = model.versions.iter().find(|v| v.version == version).ok_or_else(|| {
-                ApiError::not_found(format!("Model {name}:{version} not found in registry {}.", registry.name))
+                ApiError::not_found(format!(
+                    "Model {name}:{version} not found in registry {}.",
+                    registry.name
+                ))
             })?;
             Ok(ok(&model_version(registry, model, v)))
         }
@@ -110,7 +126,10 @@ fn route(shared: &Arc<Shared>, req: &Req) -> Result<Response, ApiError> {
             let component = find_component(registry, name)?;
             let version = s[13];
             let v = component.versions.iter().find(|v| v.version == version).ok_or_else(|| {
-                ApiError::not_found(format!("Component {name}:{version} not found in registry {}.", registry.name))
+                ApiError::not_found(format!(
+                    "Component {name}:{version} not found in registry {}.",
+                    registry.name
+                ))
             })?;
             Ok(ok(&component_version(registry, component, v)))
         }
@@ -120,13 +139,19 @@ fn route(shared: &Arc<Shared>, req: &Req) -> Result<Response, ApiError> {
 
 fn find_model<'a>(registry: &'a Registry, name: &str) -> Result<&'a RegistryModel, ApiError> {
     registry.models.iter().find(|m| m.name.eq_ignore_ascii_case(name)).ok_or_else(|| {
-        ApiError::not_found(format!("Model container with name: {name} not found in registry {}.", registry.name))
+        ApiError::not_found(format!(
+            "Model container with name: {name} not found in registry {}.",
+            registry.name
+        ))
     })
 }
 
 fn find_component<'a>(registry: &'a Registry, name: &str) -> Result<&'a RegistryComponent, ApiError> {
     registry.components.iter().find(|c| c.name.eq_ignore_ascii_case(name)).ok_or_else(|| {
-        ApiError::not_found(format!("Component container with name: {name} not found in registry {}.", registry.name))
+        ApiError::not_found(format!(
+            "Component container with name: {name} not found in registry {}.",
+            registry.name
+        ))
     })
 }
 
@@ -155,7 +180,9 @@ fn list_view(req: &Req) -> Result<View, ApiError> {
         Some(other) => Err(ApiError::validation(
             "listViewType",
             "InvalidEnumValue",
-            format!("The value '{other}' is not valid for listViewType. Valid values: ActiveOnly, ArchivedOnly, All."),
+            format!(
+                "The value '{other}' is not valid for listViewType. Valid values: ActiveOnly, ArchivedOnly, All."
+            ),
         )),
     }
 }
@@ -198,7 +225,12 @@ fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 
 fn model_container(arm_base: &str, model: &RegistryModel) -> Value {
     let latest = model.versions.iter().max_by_key(|v| v.created);
-    let next = model.versions.iter().filter_map(|v| v.version.parse::<u64>().ok()).max().map(|n| (n + 1).to_string());
+    let next = model
+        .versions
+        .iter()
+        .filter_map(|v| v.version.parse::<u64>().ok())
+        .max()
+        .map(|n| (n + 1).to_string());
     let created = model.versions.iter().map(|v| v.created).min().unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     let modified = latest.map_or(created, |v| v.created);
     json!({
@@ -218,7 +250,11 @@ fn model_container(arm_base: &str, model: &RegistryModel) -> Value {
     })
 }
 
-fn model_version(registry: &Registry, model: &RegistryModel, v: &crate::state::RegistryModelVersion) -> Value {
+fn model_version(
+    registry: &Registry,
+    model: &RegistryModel,
+    v: &crate::state::RegistryModelVersion,
+) -> Value {
     json!({
         "id": format!("azureml://registries/{}/models/{}/versions/{}", registry.name, model.name, v.version),
         "name": v.version,
@@ -299,6 +335,8 @@ pub(crate) fn model_exists(world: &crate::state::World, asset_id: &str) -> Optio
     let parts: Vec<&str> = rest.split('/').collect();
     let [reg, "models", name, "versions", version] = parts.as_slice() else { return None };
     Some(world.registry(reg).is_some_and(|r| {
-        r.models.iter().any(|m| m.name.eq_ignore_ascii_case(name) && m.versions.iter().any(|v| v.version == *version))
+        r.models
+            .iter()
+            .any(|m| m.name.eq_ignore_ascii_case(name) && m.versions.iter().any(|v| v.version == *version))
     }))
 }

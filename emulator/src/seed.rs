@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use crate::Config;
 use crate::state::{
     Compute, ErrorInfo, Principal, Provisioning, Registry, RegistryComponent, RegistryComponentVersion,
-    RegistryModel, RegistryModelVersion, TokenPolicy, VmSize, Workspace, World,
+    RegistryModel, RegistryModelVersion, VmSize, Workspace, World,
 };
 
 /// The subscription and resource group that hold the `azureml` system registry (Microsoft-owned in Azure).
@@ -22,7 +22,7 @@ fn ts(text: &str) -> Timestamp {
 
 impl World {
     /// The seeded world described in `emulator/README.md`.
-    pub(crate) fn seeded(config: &Config, _https_url: &str) -> Self {
+    pub(crate) fn seeded(config: &Config, https_url: &str) -> Self {
         let seeds = &config.seeds;
         let workspace = Workspace {
             subscription: seeds.subscription_id.clone(),
@@ -64,13 +64,13 @@ impl World {
         vm_sizes.insert(seeds.location.to_ascii_lowercase(), vm_size_list());
         Self {
             scale: config.time_scale,
+            https_url: https_url.to_string(),
             tenant_id: seeds.tenant_id.clone(),
             principals: vec![Principal {
                 client_id: seeds.client_id.clone(),
                 client_secret: seeds.client_secret.clone(),
                 object_id: "00000000-0000-0000-0000-0000000000dd".into(),
             }],
-            tokens: TokenPolicy { lifetime_secs: config.token_lifetime_secs as i64, expire_before: None },
             workspaces: vec![workspace],
             vm_sizes,
             registries: vec![azureml_registry(&seeds.registry, &seeds.location)],
@@ -88,7 +88,13 @@ impl World {
 
 fn vm_size_list() -> Vec<VmSize> {
     let gpu = vec!["AmlCompute", "ComputeInstance", "MIR"];
-    let size = |name: &str, family: &str, vcpus: u32, gpus: u32, memory_gb: f64, price: f64, types: &Vec<&'static str>| {
+    let size = |name: &str,
+                family: &str,
+                vcpus: u32,
+                gpus: u32,
+                memory_gb: f64,
+                price: f64,
+                types: &Vec<&'static str>| {
         VmSize {
             name: name.into(),
             family: family.into(),
@@ -129,9 +135,10 @@ fn phi3_version(version: &str, created: &str) -> RegistryModelVersion {
     RegistryModelVersion {
         version: version.into(),
         created: ts(created),
-        description: "The Phi-3-Mini-4K-Instruct is a 3.8B parameters, lightweight, state-of-the-art open model \
+        description:
+            "The Phi-3-Mini-4K-Instruct is a 3.8B parameters, lightweight, state-of-the-art open model \
                       trained with the Phi-3 datasets."
-            .into(),
+                .into(),
         model_type: "mlflow_model".into(),
         tags: string_map(&[
             ("finetune_compute_allow_list", PHI3_FINETUNE_ALLOW),
@@ -192,7 +199,8 @@ fn azureml_registry(name: &str, location: &str) -> Registry {
         // Current assets keep only model_specific_defaults as a tag (allow lists moved to system metadata).
         v.tags.insert(
             "model_specific_defaults".into(),
-            r#"{"apply_lora": "true", "precision": 16, "learning_rate": 2e-05, "num_train_epochs": 1}"#.into(),
+            r#"{"apply_lora": "true", "precision": 16, "learning_rate": 2e-05, "num_train_epochs": 1}"#
+                .into(),
         );
     }
     let llama_description = "Llama 2 7B chat (retired from the catalog).";
@@ -286,6 +294,18 @@ fn asset(kind: &str, mode: &str) -> Value {
     input(kind, None, &[("mode", json!(mode))])
 }
 
+/// One inner step of the pipeline component (in the REST node form: `componentId`, `computeId`): a
+/// registry command component placed on the compute and
+/// instance type that the pipeline's `compute_<stage>` / `instance_type_<stage>` inputs name.
+fn step(component: &str, version: &str, stage: &str) -> Value {
+    json!({
+        "type": "command",
+        "componentId": format!("azureml://registries/azureml/components/{component}/versions/{version}"),
+        "computeId": format!("${{{{parent.inputs.compute_{stage}}}}}"),
+        "resources": {"instance_type": format!("${{{{parent.inputs.instance_type_{stage}}}}}")},
+    })
+}
+
 /// The `chat_completion_pipeline` component spec as the registry returns it (`componentSpec`), with the
 /// inputs of reference §11 (name, type, default, enum, min, optional) and its two outputs.
 fn chat_completion_pipeline_spec(version: &str, newest: bool) -> Value {
@@ -341,7 +361,14 @@ fn chat_completion_pipeline_spec(version: &str, newest: bool) -> Value {
             "lr_scheduler_type",
             choice(
                 "linear",
-                &["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"],
+                &[
+                    "linear",
+                    "cosine",
+                    "cosine_with_restarts",
+                    "polynomial",
+                    "constant",
+                    "constant_with_warmup",
+                ],
             ),
         ),
         ("precision", choice("32", &["32", "16"])),
@@ -387,11 +414,11 @@ fn chat_completion_pipeline_spec(version: &str, newest: bool) -> Value {
             "mlflow_model_folder": {"type": "mlflow_model", "mode": "rw_mount", "description": "Output dir to save the finetune model as mlflow model"},
         },
         "jobs": {
-            "ft_nlp_common_validation": {"type": "command", "component": "azureml:ft_nlp_common_validation:0.0.80"},
-            "chat_completion_model_import": {"type": "command", "component": "azureml:chat_completion_model_import:0.0.81"},
-            "chat_completion_datapreprocess": {"type": "command", "component": "azureml:chat_completion_datapreprocess:0.0.80"},
-            "chat_completion_finetune": {"type": "command", "component": "azureml:chat_completion_finetune:0.0.81"},
-            "ft_nlp_model_converter": {"type": "command", "component": "azureml:ft_nlp_model_converter:0.0.80"},
+            "ft_nlp_common_validation": step("ft_nlp_common_validation", "0.0.80", "model_import"),
+            "chat_completion_model_import": step("chat_completion_model_import", "0.0.81", "model_import"),
+            "chat_completion_datapreprocess": step("chat_completion_datapreprocess", "0.0.80", "preprocess"),
+            "chat_completion_finetune": step("chat_completion_finetune", "0.0.81", "finetune"),
+            "ft_nlp_model_converter": step("ft_nlp_model_converter", "0.0.80", "model_import"),
         },
     })
 }

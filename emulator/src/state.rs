@@ -11,6 +11,10 @@ use crate::admin::{Faults, RequestLog};
 use crate::throttle::Throttle;
 
 /// Everything the routes share.
+///
+/// Locks are parking_lot mutexes held only for the length of a handler's synchronous work, never across
+/// an `.await`. Order: `world` may be held while taking `tokens`, `log`, `faults` or `throttle`, never the
+/// other way round, and `world` is never taken twice by one handler.
 pub(crate) struct Shared {
     pub config: Config,
     pub https_url: String,
@@ -18,6 +22,9 @@ pub(crate) struct Shared {
     /// Key signing the emulator's access tokens; random per start so tokens never outlive an emulator.
     pub token_key: ring::hmac::Key,
     pub world: Mutex<World>,
+    /// Token issuing policy. Locked on its own (never while waiting for `world`) because token checks
+    /// run while a handler holds the world.
+    pub tokens: Mutex<TokenPolicy>,
     pub log: Mutex<RequestLog>,
     pub faults: Mutex<Faults>,
     pub throttle: Mutex<Throttle>,
@@ -26,16 +33,19 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(config: Config, https_url: String, http_url: String) -> Self {
         let rng = ring::rand::SystemRandom::new();
-        let token_key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
-            .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, uuid::Uuid::new_v4().as_bytes()));
+        let token_key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).unwrap_or_else(|_| {
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, uuid::Uuid::new_v4().as_bytes())
+        });
         let world = World::seeded(&config, &https_url);
         let throttle = Throttle::new(config.throttle.clone());
+        let tokens = TokenPolicy::new(&config);
         Self {
             config,
             https_url,
             http_url,
             token_key,
             world: Mutex::new(world),
+            tokens: Mutex::new(tokens),
             log: Mutex::new(RequestLog::default()),
             faults: Mutex::new(Faults::default()),
             throttle: Mutex::new(throttle),
@@ -53,6 +63,7 @@ impl Shared {
     pub(crate) fn reset(&self) {
         *self.world.lock() = World::seeded(&self.config, &self.https_url);
         self.throttle.lock().reset();
+        *self.tokens.lock() = TokenPolicy::new(&self.config);
     }
 }
 
@@ -290,7 +301,8 @@ pub(crate) struct Job {
 }
 
 /// Job statuses that never change again.
-pub(crate) const TERMINAL_JOB_STATES: [&str; 5] = ["Completed", "Failed", "Canceled", "NotResponding", "Paused"];
+pub(crate) const TERMINAL_JOB_STATES: [&str; 5] =
+    ["Completed", "Failed", "Canceled", "NotResponding", "Paused"];
 
 impl Job {
     pub(crate) fn status_at(&self, now: Timestamp) -> &str {
@@ -413,12 +425,19 @@ pub(crate) struct TokenPolicy {
     pub expire_before: Option<Timestamp>,
 }
 
+impl TokenPolicy {
+    pub(crate) fn new(config: &Config) -> Self {
+        Self { lifetime_secs: config.token_lifetime_secs as i64, expire_before: None }
+    }
+}
+
 /// Every emulated resource.
 pub(crate) struct World {
     pub scale: f64,
+    /// The HTTPS base URL, for URIs the world hands out (scoring URIs).
+    pub https_url: String,
     pub tenant_id: String,
     pub principals: Vec<Principal>,
-    pub tokens: TokenPolicy,
     pub workspaces: Vec<Workspace>,
     pub vm_sizes: BTreeMap<String, Vec<VmSize>>,
     pub registries: Vec<Registry>,
@@ -485,7 +504,12 @@ impl World {
     }
 
     /// Takes the injected failure for a resource, if one waits for it.
-    pub(crate) fn take_failure(&mut self, kind: &str, name: &str, endpoint: Option<&str>) -> Option<ErrorInfo> {
+    pub(crate) fn take_failure(
+        &mut self,
+        kind: &str,
+        name: &str,
+        endpoint: Option<&str>,
+    ) -> Option<ErrorInfo> {
         let index = self.failures.iter().position(|f| {
             f.kind.eq_ignore_ascii_case(kind)
                 && f.name.eq_ignore_ascii_case(name)
@@ -530,7 +554,8 @@ impl World {
 
     /// Ends an operation.
     pub(crate) fn finish_operation(&mut self, id: &str, at: Timestamp, error: Option<ErrorInfo>) {
-        let result = self.operations.get(id).and_then(|op| op.result_of.clone()).and_then(|r| self.render_ref(&r));
+        let result =
+            self.operations.get(id).and_then(|op| op.result_of.clone()).and_then(|r| self.render_ref(&r));
         if let Some(op) = self.operations.get_mut(id) {
             op.status = if error.is_some() { "Failed".into() } else { "Succeeded".into() };
             op.end = Some(at);
@@ -566,8 +591,7 @@ impl World {
         for (id, at) in due {
             self.finish_operation(&id, at, None);
         }
-        loop {
-            let Some((at, target)) = self.next_due(now) else { break };
+        while let Some((at, target)) = self.next_due(now) {
             self.apply(at, target);
         }
     }
@@ -630,7 +654,8 @@ impl World {
                 Target::Endpoint(i) => {
                     // Deleting the endpoint deletes its deployments; their delete operations end too.
                     let ep = self.endpoints.remove(i);
-                    for op in ep.deployments.iter().filter_map(|d| d.prov.pending.as_ref()?.operation.clone()) {
+                    for op in ep.deployments.iter().filter_map(|d| d.prov.pending.as_ref()?.operation.clone())
+                    {
                         self.finish_operation(&op, at, None);
                     }
                 }

@@ -109,7 +109,8 @@ impl Throttle {
         };
         let now = Instant::now();
         let key = (subscription.to_ascii_lowercase(), principal.to_string(), kind);
-        let bucket = self.buckets.entry(key).or_insert(Bucket { tokens: f64::from(limits.capacity), updated: now });
+        let bucket =
+            self.buckets.entry(key).or_insert(Bucket { tokens: f64::from(limits.capacity), updated: now });
         let elapsed = now.duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * limits.refill_per_second).min(f64::from(limits.capacity));
         bucket.updated = now;
@@ -131,7 +132,8 @@ mod tests {
     #[test]
     fn empties_after_burst_and_names_a_wait() {
         let small = BucketConfig { capacity: 3, refill_per_second: 0.5 };
-        let mut t = Throttle::new(ThrottleConfig { reads: small.clone(), writes: small.clone(), deletes: small });
+        let mut t =
+            Throttle::new(ThrottleConfig { reads: small.clone(), writes: small.clone(), deletes: small });
         assert_eq!(t.take("s", "p", Kind::Reads), Ok(2));
         assert_eq!(t.take("s", "p", Kind::Reads), Ok(1));
         assert_eq!(t.take("s", "p", Kind::Reads), Ok(0));

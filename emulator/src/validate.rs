@@ -7,7 +7,8 @@ use regex::Regex;
 use crate::http::{ApiError, Req};
 
 static API_VERSION: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^\d{4}-\d{2}-\d{2}(-(preview|privatepreview|dataplanepreview|alpha|beta))?$").expect("static regex")
+    Regex::new(r"^\d{4}-\d{2}-\d{2}(-(preview|privatepreview|dataplanepreview|alpha|beta))?$")
+        .expect("static regex")
 });
 static ENDPOINT_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-zA-Z][a-zA-Z0-9-]{1,30}[a-zA-Z0-9]$").expect("static regex"));

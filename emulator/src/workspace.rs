@@ -10,7 +10,9 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::auth::{Claims, require_arm};
-use crate::http::{ApiError, Req, empty, json_response, method_not_allowed, ok, page, system_data, with_header};
+use crate::http::{
+    ApiError, Req, empty, json_response, method_not_allowed, ok, page, system_data, with_header,
+};
 use crate::state::{Compute, Operation, OperationKind, Outcome, Provisioning, Shared, Workspace, World};
 use crate::throttle::Kind;
 use crate::{endpoints, jobs, models, validate};
@@ -83,17 +85,45 @@ fn route(shared: &Arc<Shared>, req: &Req, claims: Claims) -> Result<Response, Ap
     match l.as_slice() {
         ["subscriptions", _, "providers", "microsoft.machinelearningservices", "locations", _, "vmsizes"] => {
             only(req, &Method::GET)?;
-            vm_sizes(shared, req, &s[5])
+            vm_sizes(shared, &s[5])
         }
-        ["subscriptions", _, "providers", "microsoft.machinelearningservices", "locations", _, "mfeoperationsstatus", _] => {
+        [
+            "subscriptions",
+            _,
+            "providers",
+            "microsoft.machinelearningservices",
+            "locations",
+            _,
+            "mfeoperationsstatus",
+            _,
+        ] => {
             only(req, &Method::GET)?;
-            operation_status(shared, req, &s[7])
+            operation_status(shared, &s[7])
         }
-        ["subscriptions", _, "providers", "microsoft.machinelearningservices", "locations", _, "mfeoperationresults", _] => {
+        [
+            "subscriptions",
+            _,
+            "providers",
+            "microsoft.machinelearningservices",
+            "locations",
+            _,
+            "mfeoperationresults",
+            _,
+        ] => {
             only(req, &Method::GET)?;
             operation_result(shared, req, &s[7])
         }
-        ["subscriptions", _, "resourcegroups", _, "providers", "microsoft.machinelearningservices", "workspaces", _, rest @ ..] => {
+        [
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.machinelearningservices",
+            "workspaces",
+            _,
+            rest @ ..,
+        ] => {
             let ws = shared.world().workspace(&s[1], &s[3], &s[7]).cloned().ok_or_else(|| {
                 ApiError::not_found(format!(
                     "The Resource 'Microsoft.MachineLearningServices/workspaces/{}' under resource group '{}' was \
@@ -122,9 +152,16 @@ fn route(shared: &Arc<Shared>, req: &Req, claims: Claims) -> Result<Response, Ap
                 Some(other) => Err(invalid_resource_type(req, &format!("workspaces/{other}"))),
             }
         }
-        ["subscriptions", _, "resourcegroups", _, "providers", "microsoft.machinelearningservices", kind, ..] => {
-            Err(invalid_resource_type(req, kind))
-        }
+        [
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.machinelearningservices",
+            kind,
+            ..,
+        ] => Err(invalid_resource_type(req, kind)),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "NoRegisteredProviderFound",
@@ -182,7 +219,7 @@ fn render_workspace(shared: &Shared, ws: &Workspace) -> Value {
     })
 }
 
-fn vm_sizes(shared: &Arc<Shared>, req: &Req, location: &str) -> Result<Response, ApiError> {
+fn vm_sizes(shared: &Arc<Shared>, location: &str) -> Result<Response, ApiError> {
     let world = shared.world();
     let sizes = world.vm_sizes.get(&location.to_ascii_lowercase()).cloned().unwrap_or_default();
     if sizes.is_empty() {
@@ -213,12 +250,11 @@ fn vm_sizes(shared: &Arc<Shared>, req: &Req, location: &str) -> Result<Response,
             })
         })
         .collect();
-    let _ = req;
     Ok(ok(&json!({ "value": value })))
 }
 
 /// The `Azure-AsyncOperation` status of an operation.
-fn operation_status(shared: &Arc<Shared>, req: &Req, id: &str) -> Result<Response, ApiError> {
+fn operation_status(shared: &Arc<Shared>, id: &str) -> Result<Response, ApiError> {
     let world = shared.world();
     let op = find_operation(&world, id)?;
     let mut body = json!({
@@ -238,7 +274,6 @@ fn operation_status(shared: &Arc<Shared>, req: &Req, id: &str) -> Result<Respons
     if op.end.is_none() {
         response = with_header(response, "retry-after", &world.retry_after(10.0));
     }
-    let _ = req;
     Ok(response)
 }
 
@@ -249,7 +284,8 @@ fn operation_result(shared: &Arc<Shared>, req: &Req, id: &str) -> Result<Respons
     match op.status.as_str() {
         "InProgress" => {
             let response = empty(StatusCode::ACCEPTED);
-            let response = with_header(response, "location", &format!("{}{}?{}", req.base, req.path, req.raw_query));
+            let response =
+                with_header(response, "location", &format!("{}{}?{}", req.base, req.path, req.raw_query));
             Ok(with_header(response, "retry-after", &world.retry_after(10.0)))
         }
         "Succeeded" => Ok(match &op.result {
@@ -257,7 +293,10 @@ fn operation_result(shared: &Arc<Shared>, req: &Req, id: &str) -> Result<Respons
             None => empty(StatusCode::NO_CONTENT),
         }),
         _ => {
-            let err = op.error.clone().unwrap_or_else(|| crate::state::ErrorInfo::new("Canceled", "The operation was canceled."));
+            let err = op
+                .error
+                .clone()
+                .unwrap_or_else(|| crate::state::ErrorInfo::new("Canceled", "The operation was canceled."));
             Ok(json_response(StatusCode::BAD_REQUEST, &json!({"error": err.to_json()})))
         }
     }
@@ -301,7 +340,12 @@ fn computes(ctx: &Ctx) -> Result<Response, ApiError> {
         1 => {
             only(req, &Method::GET)?;
             let world = ctx.shared.world();
-            let items = world.computes.iter().filter(|c| c.ws == ctx.ws.key()).map(|c| render_compute(&ctx.ws, c)).collect();
+            let items = world
+                .computes
+                .iter()
+                .filter(|c| c.ws == ctx.ws.key())
+                .map(|c| render_compute(&ctx.ws, c))
+                .collect();
             Ok(ok(&page(req, items)))
         }
         2 => {
@@ -386,7 +430,9 @@ fn put_compute(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
         return Err(ApiError::validation(
             "properties.computeType",
             "NotSupported",
-            format!("Compute type '{compute_type}' cannot be created here; only AmlCompute clusters are supported."),
+            format!(
+                "Compute type '{compute_type}' cannot be created here; only AmlCompute clusters are supported."
+            ),
         ));
     }
     let inner = props.get("properties").cloned().unwrap_or(Value::Null);
@@ -398,7 +444,9 @@ fn put_compute(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
         return Err(ApiError::validation(
             "properties.properties.vmPriority",
             "InvalidEnumValue",
-            format!("The value '{vm_priority}' is not valid for vmPriority. Valid values: Dedicated, LowPriority."),
+            format!(
+                "The value '{vm_priority}' is not valid for vmPriority. Valid values: Dedicated, LowPriority."
+            ),
         ));
     }
     let scale = inner.get("scaleSettings").cloned().unwrap_or(Value::Null);
@@ -426,7 +474,8 @@ fn put_compute(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
             format!("minNodeCount ({min_nodes}) cannot be greater than maxNodeCount ({max_nodes})."),
         ));
     }
-    let idle = scale.get("nodeIdleTimeBeforeScaleDown").and_then(Value::as_str).unwrap_or("PT120S").to_string();
+    let idle =
+        scale.get("nodeIdleTimeBeforeScaleDown").and_then(Value::as_str).unwrap_or("PT120S").to_string();
     if validate::iso_duration_secs(&idle).is_none() {
         return Err(ApiError::validation(
             "properties.properties.scaleSettings.nodeIdleTimeBeforeScaleDown",
@@ -452,13 +501,14 @@ fn put_compute(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
     }
     let vm_size = size.name.clone();
     let ws_key = ctx.ws.key();
-    let retry = world.scaled(0.0);
-    let _ = retry;
     if let Some(existing) = world.compute(&ws_key, name) {
         if existing.prov.busy() {
             return Err(ApiError::conflict(
                 "Conflict",
-                format!("Compute '{name}' has an operation in progress ({}); retry when it ends.", existing.prov.state),
+                format!(
+                    "Compute '{name}' has an operation in progress ({}); retry when it ends.",
+                    existing.prov.state
+                ),
             ));
         }
         if !existing.vm_size.eq_ignore_ascii_case(&vm_size) {
@@ -475,13 +525,18 @@ fn put_compute(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
     let exists = world.compute(&ws_key, name).is_some();
     let failure = world.take_failure("compute", name, None);
     let at = now + world.scaled(if exists { 30.0 } else { 120.0 });
-    let op = world.new_operation(&ctx.ws.subscription, &ctx.ws.location, OperationKind::AsyncOperation, now, None);
+    let op =
+        world.new_operation(&ctx.ws.subscription, &ctx.ws.location, OperationKind::AsyncOperation, now, None);
     let outcome = failure.map_or(Outcome::Succeeded, Outcome::Failed);
     let description = props.get("description").and_then(Value::as_str).map(str::to_string);
     let tags = body.get("tags").cloned().unwrap_or_else(|| json!({}));
     let location = location.to_string();
     if exists {
-        let c = world.computes.iter_mut().find(|c| c.ws == ws_key && c.name.eq_ignore_ascii_case(name)).ok_or_else(|| compute_not_found(name))?;
+        let c = world
+            .computes
+            .iter_mut()
+            .find(|c| c.ws == ws_key && c.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| compute_not_found(name))?;
         c.min_nodes = min_nodes as u32;
         c.max_nodes = max_nodes as u32;
         c.idle = idle;
@@ -530,7 +585,9 @@ fn delete_compute(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
         return Err(ApiError::validation(
             "underlyingResourceAction",
             "InvalidEnumValue",
-            format!("The value '{action}' is not valid for underlyingResourceAction. Valid values: Delete, Detach."),
+            format!(
+                "The value '{action}' is not valid for underlyingResourceAction. Valid values: Delete, Detach."
+            ),
         ));
     }
     let at = now + world.scaled(60.0);

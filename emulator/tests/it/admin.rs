@@ -60,7 +60,12 @@ async fn status_fault_fires_n_times() {
 #[tokio::test]
 async fn fault_body_probability_and_method() {
     let env = start().await;
-    env.admin(Method::POST, "faults", Some(json!({"pathRegex": "computes", "status": 500, "probability": 0.0}))).await;
+    env.admin(
+        Method::POST,
+        "faults",
+        Some(json!({"pathRegex": "computes", "status": 500, "probability": 0.0})),
+    )
+    .await;
     env.admin(Method::POST, "faults", Some(json!({"method": "PUT", "pathRegex": "workspaces", "status": 409, "body": {"error": {"code": "Custom"}}}))).await;
     assert_eq!(env.get(&env.ws_path("/computes/gpu-cluster")).await.0, StatusCode::OK);
     let (status, body) = env.put(&env.ws_path("/computes/x"), json!({})).await;
@@ -76,13 +81,20 @@ async fn fault_body_probability_and_method() {
 #[tokio::test]
 async fn latency_and_drop() {
     let env = start().await;
-    env.admin(Method::POST, "faults", Some(json!({"pathRegex": "vmSizes", "latencyMs": 300, "times": 1}))).await;
-    let path = format!("/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/eastus2/vmSizes");
+    env.admin(Method::POST, "faults", Some(json!({"pathRegex": "vmSizes", "latencyMs": 300, "times": 1})))
+        .await;
+    let path =
+        format!("/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/eastus2/vmSizes");
     let started = std::time::Instant::now();
     assert_eq!(env.get(&path).await.0, StatusCode::OK);
     assert!(started.elapsed() >= Duration::from_millis(300));
 
-    env.admin(Method::POST, "faults", Some(json!({"pathRegex": "computes/gpu-cluster", "drop": true, "times": 1}))).await;
+    env.admin(
+        Method::POST,
+        "faults",
+        Some(json!({"pathRegex": "computes/gpu-cluster", "drop": true, "times": 1})),
+    )
+    .await;
     let url = env.url(&format!("{}?api-version={API}", env.ws_path("/computes/gpu-cluster")));
     let err = env.client.get(&url).bearer_auth(&env.token).send().await;
     assert!(err.is_err(), "a dropped connection gives no response");
@@ -96,7 +108,12 @@ async fn reset_and_state() {
     let state = env.state().await;
     assert_eq!(state["jobs"], json!([]));
     assert_eq!(state["endpoints"], json!([]));
-    let computes: Vec<_> = state["computes"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
+    let computes: Vec<_> = state["computes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(computes, ["gpu-cluster", "broken-cluster"]);
     env.admin(Method::PUT, "computes/extra", Some(json!({"vmSize": "Standard_DS3_v2"}))).await;
     env.admin(Method::POST, "faults", Some(json!({"pathRegex": ".", "status": 500}))).await;
@@ -107,4 +124,76 @@ async fn reset_and_state() {
     assert_eq!(env.admin(Method::GET, "nothing-here", None).await.0, StatusCode::NOT_FOUND);
     let (_, config) = env.admin(Method::GET, "config", None).await;
     assert_eq!(config["httpsUrl"], env.emu.https_url());
+}
+
+/// Admin seeding: a new principal gets tokens, a new workspace answers ARM, failures can be listed
+/// and cleared, and an endpoint failure makes its create operation fail.
+#[tokio::test]
+async fn admin_seeding_and_endpoint_failure() {
+    let env = start().await;
+    assert_eq!(
+        env.admin(Method::PUT, "principals/app-2", Some(json!({"clientSecret": "s2"}))).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let r = env
+        .client
+        .post(env.url(&format!("/{TENANT}/oauth2/v2.0/token")))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "app-2"),
+            ("client_secret", "s2"),
+            ("scope", "https://management.azure.com/.default"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    env.admin(Method::PUT, &format!("workspaces/{SUB}/rg-two/ws-two"), Some(json!({"location": "westus3"})))
+        .await;
+    let (status, ws) = env.get(&format!("/subscriptions/{SUB}/resourceGroups/rg-two/providers/Microsoft.MachineLearningServices/workspaces/ws-two")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ws["location"], "westus3");
+
+    env.admin(Method::POST, "failures", Some(json!({"kind": "job", "name": "later"}))).await;
+    let (_, failures) = env.admin(Method::GET, "failures", None).await;
+    assert_eq!(failures["failures"][0]["name"], "later");
+    assert_eq!(failures["failures"][0]["code"], "InternalServerError");
+    env.admin(Method::DELETE, "failures", None).await;
+    assert_eq!(env.admin(Method::GET, "failures", None).await.1["failures"], json!([]));
+    let (status, _) = env.admin(Method::POST, "failures", Some(json!({"kind": "robot", "name": "x"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    env.admin(Method::POST, "failures", Some(json!({"kind": "endpoint", "name": "doomed-ep", "code": "EndpointCreationFailed", "message": "no capacity"}))).await;
+    let r = env
+        .call(
+            Method::PUT,
+            &env.ws_path("/onlineEndpoints/doomed-ep"),
+            Some(json!({"location": "eastus2", "properties": {"authMode": "Key"}})),
+        )
+        .await;
+    let done = env.poll_async(&header(&r, "azure-asyncoperation").unwrap()).await;
+    assert_eq!(done["status"], "Failed");
+    assert_eq!(done["error"]["code"], "EndpointCreationFailed");
+    assert_eq!(
+        env.get(&env.ws_path("/onlineEndpoints/doomed-ep")).await.1["properties"]["provisioningState"],
+        "Failed"
+    );
+}
+
+/// Dropping the emulator closes its listeners; shutdown() does too.
+#[tokio::test]
+async fn drop_and_shutdown_stop_serving() {
+    let env = start().await;
+    let url = env.url("/metadata/endpoints?api-version=2019-05-01");
+    assert!(env.client.get(&url).send().await.is_ok());
+    let Env { emu, client, .. } = env;
+    drop(emu);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(client.get(&url).send().await.is_err());
+
+    let other = start().await;
+    let url = other.url("/metadata/endpoints?api-version=2019-05-01");
+    let Env { emu, client, .. } = other;
+    emu.shutdown().await;
+    assert!(client.get(&url).send().await.is_err());
 }

@@ -17,8 +17,18 @@ async fn job_lifecycle_and_metrics() {
     let (status, body) = env.put(&path, pipeline_job(&[])).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["properties"]["status"], "NotStarted");
-    assert!(body["properties"]["services"]["Studio"]["endpoint"].as_str().unwrap().starts_with("https://ml.azure.com/runs/ftj-demo-1?wsid="));
-    assert_eq!(body["properties"]["outputs"]["trained_model"]["uri"], "azureml://jobs/ftj-demo-1/outputs/trained_model");
+    assert!(
+        body["properties"]["services"]["Studio"]["endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://ml.azure.com/runs/ftj-demo-1?wsid=")
+    );
+    // The SDK appends `&tid=` itself; the service's URL must not carry it already.
+    assert!(!body["properties"]["services"]["Studio"]["endpoint"].as_str().unwrap().contains("tid="));
+    assert_eq!(
+        body["properties"]["outputs"]["trained_model"]["uri"],
+        "azureml://jobs/ftj-demo-1/outputs/trained_model"
+    );
     let seen = env.wait_job("ftj-demo-1").await;
     assert_eq!(seen.last().unwrap(), "Completed");
     let order = ["NotStarted", "Queued", "Preparing", "Running", "Finalizing", "Completed"];
@@ -27,7 +37,10 @@ async fn job_lifecycle_and_metrics() {
 
     // MLflow: tracking base from the job, experiment, child runs, metrics.
     let (_, job) = env.get(&path).await;
-    let tracking = job["properties"]["services"]["Tracking"]["endpoint"].as_str().unwrap().replace("azureml://", "https://");
+    let tracking = job["properties"]["services"]["Tracking"]["endpoint"]
+        .as_str()
+        .unwrap()
+        .replace("azureml://", "https://");
     let tracking = tracking.trim_end_matches('?').to_string();
     let (status, exp) = env.get(&format!("{tracking}/api/2.0/mlflow/experiments/get-by-name?experiment_name=chat_completion_Phi-3-mini-4k-instruct")).await;
     assert_eq!(status, StatusCode::OK, "{exp}");
@@ -46,12 +59,17 @@ async fn job_lifecycle_and_metrics() {
     let metrics = finetune["data"]["metrics"].as_array().unwrap();
     assert!(metrics.iter().any(|m| m["key"] == "train_loss"));
     assert!(metrics.iter().any(|m| m["key"] == "eval_loss"));
-    let (_, history) = env.get(&format!("{tracking}/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=loss&max_results=4")).await;
+    let (_, history) = env
+        .get(&format!(
+            "{tracking}/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=loss&max_results=4"
+        ))
+        .await;
     assert_eq!(history["metrics"].as_array().unwrap().len(), 4);
     assert_eq!(history["next_page_token"], "4");
     let (status, _) = env.get(&format!("{tracking}/api/2.0/mlflow/runs/get?run_id=nope")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, body) = env.get(&format!("{tracking}/api/2.0/mlflow/experiments/get-by-name?experiment_name=nope")).await;
+    let (status, body) =
+        env.get(&format!("{tracking}/api/2.0/mlflow/experiments/get-by-name?experiment_name=nope")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error_code"], "RESOURCE_DOES_NOT_EXIST");
 
@@ -91,9 +109,27 @@ async fn job_validation() {
         (pipeline_job(&[("learning_rate_min", lit(json!("5e-07")))]), "UnknownInput"),
         (pipeline_job(&[("compute_finetune", lit(json!("no-such-cluster")))]), "ComputeNotFound"),
         (pipeline_job(&[("lr_scheduler_type", lit(json!("exponential")))]), "InvalidEnumValue"),
-        (pipeline_job(&[("mlflow_model_path", json!({"job_input_type": "mlflow_model", "uri": "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/99"}))]), "AssetNotFound"),
-        (pipeline_job(&[("num_train_epochs", json!({"job_input_type": "uri_file", "uri": "azureml://datastores/x/paths/y"}))]), "InputTypeMismatch"),
-        (pipeline_job(&[("train_file_path", json!({"job_input_type": "uri_file", "uri": "azureml://datastores/x/paths/y", "mode": "Sideways"}))]), "InvalidEnumValue"),
+        (
+            pipeline_job(&[(
+                "mlflow_model_path",
+                json!({"job_input_type": "mlflow_model", "uri": "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/99"}),
+            )]),
+            "AssetNotFound",
+        ),
+        (
+            pipeline_job(&[(
+                "num_train_epochs",
+                json!({"job_input_type": "uri_file", "uri": "azureml://datastores/x/paths/y"}),
+            )]),
+            "InputTypeMismatch",
+        ),
+        (
+            pipeline_job(&[(
+                "train_file_path",
+                json!({"job_input_type": "uri_file", "uri": "azureml://datastores/x/paths/y", "mode": "Sideways"}),
+            )]),
+            "InvalidEnumValue",
+        ),
     ];
     for (i, (body, code)) in cases.into_iter().enumerate() {
         let (status, reply) = env.put(&env.ws_path(&format!("/jobs/bad-{i}")), body).await;
@@ -102,21 +138,31 @@ async fn job_validation() {
         assert_eq!(reply["error"]["details"][0]["code"], code, "case {i}: {reply}");
     }
     let mut bad_component = pipeline_job(&[]);
-    bad_component["properties"]["jobs"]["chat_completion_pipeline"]["componentId"] = json!("azureml://registries/azureml/components/chat_completion_pipeline/versions/9.9.9");
+    bad_component["properties"]["jobs"]["chat_completion_pipeline"]["componentId"] =
+        json!("azureml://registries/azureml/components/chat_completion_pipeline/versions/9.9.9");
     let (_, reply) = env.put(&env.ws_path("/jobs/bad-c"), bad_component).await;
     assert_eq!(reply["error"]["details"][0]["code"], "ComponentNotFound");
     let mut no_type = pipeline_job(&[]);
     no_type["properties"].as_object_mut().unwrap().remove("jobType");
-    assert_eq!(env.put(&env.ws_path("/jobs/bad-t"), no_type).await.1["error"]["details"][0]["code"], "Required");
+    assert_eq!(
+        env.put(&env.ws_path("/jobs/bad-t"), no_type).await.1["error"]["details"][0]["code"],
+        "Required"
+    );
     let mut bad_binding = pipeline_job(&[]);
     bad_binding["properties"]["outputs"] = json!({});
-    assert_eq!(env.put(&env.ws_path("/jobs/bad-b"), bad_binding).await.1["error"]["details"][0]["code"], "InvalidBinding");
+    assert_eq!(
+        env.put(&env.ws_path("/jobs/bad-b"), bad_binding).await.1["error"]["details"][0]["code"],
+        "InvalidBinding"
+    );
     let (_, reply) = env.put(&env.ws_path("/jobs/-bad"), pipeline_job(&[])).await;
     assert_eq!(reply["error"]["details"][0]["code"], "InvalidName");
     // Pipeline-input bindings are resolved and checked too.
     let mut bound = pipeline_job(&[("precision", lit(json!("${{parent.inputs.p}}")))]);
     bound["properties"]["inputs"] = json!({"p": {"jobInputType": "literal", "value": "8"}});
-    assert_eq!(env.put(&env.ws_path("/jobs/bad-p"), bound).await.1["error"]["details"][0]["code"], "InvalidEnumValue");
+    assert_eq!(
+        env.put(&env.ws_path("/jobs/bad-p"), bound).await.1["error"]["details"][0]["code"],
+        "InvalidEnumValue"
+    );
     assert_eq!(env.state().await["jobs"], json!([]));
     assert_eq!(env.get(&env.ws_path("/jobs/nope")).await.0, StatusCode::NOT_FOUND);
 }

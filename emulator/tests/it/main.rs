@@ -2,7 +2,9 @@
 
 mod admin;
 mod auth;
+mod endpoints;
 mod jobs;
+mod models;
 mod registry;
 mod support;
 mod workspace;

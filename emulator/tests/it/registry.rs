@@ -29,7 +29,12 @@ async fn discovery() {
     registry_base(&env).await;
     let (status, _) = env.get("/registrymanagement/v1.0/registries/nope/discovery").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let r = env.client.get(env.url("/registrymanagement/v1.0/registries/azureml/discovery")).send().await.unwrap();
+    let r = env
+        .client
+        .get(env.url("/registrymanagement/v1.0/registries/azureml/discovery"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -38,14 +43,18 @@ async fn discovery() {
 async fn model_versions_latest_and_archive() {
     let env = start().await;
     let base = registry_base(&env).await;
-    let latest = format!("{base}/models/Phi-3-mini-4k-instruct/versions?$orderBy=createdtime desc&$top=1&api-version={REGISTRY_API}");
+    let latest = format!(
+        "{base}/models/Phi-3-mini-4k-instruct/versions?$orderBy=createdtime desc&$top=1&api-version={REGISTRY_API}"
+    );
     let (status, body) = env.get(&latest).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(versions(&body), ["15"]);
     let v = &body["value"][0];
     assert_eq!(v["id"], "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15");
     let tags = &v["properties"]["tags"];
-    assert!(tags["finetune_compute_allow_list"].as_str().unwrap().starts_with("['Standard_NC24ads_A100_v4', "));
+    assert!(
+        tags["finetune_compute_allow_list"].as_str().unwrap().starts_with("['Standard_NC24ads_A100_v4', ")
+    );
     let defaults: Value = serde_json::from_str(tags["model_specific_defaults"].as_str().unwrap()).unwrap();
     assert_eq!(defaults["deepspeed_stage"], 2);
 
@@ -53,20 +62,26 @@ async fn model_versions_latest_and_archive() {
     assert_eq!(versions(&all), ["13", "14", "15"]);
 
     // Archive the whole model: ActiveOnly finds nothing, All still lists it.
-    let (status, _) = env.admin(Method::POST, "registries/azureml/models/Phi-3-mini-4k-instruct/archive", Some(json!({}))).await;
+    let (status, _) = env
+        .admin(Method::POST, "registries/azureml/models/Phi-3-mini-4k-instruct/archive", Some(json!({})))
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(versions(&env.get(&latest).await.1), Vec::<String>::new());
     let (_, archived) = env.get(&format!("{base}/models/Phi-3-mini-4k-instruct/versions?listViewType=All&$orderBy=createdtime desc&$top=1&api-version={REGISTRY_API}")).await;
     assert_eq!(versions(&archived), ["15"]);
     assert_eq!(archived["value"][0]["properties"]["isArchived"], true);
-    let (_, container) = env.get(&format!("{base}/models/Phi-3-mini-4k-instruct?api-version={REGISTRY_API}")).await;
+    let (_, container) =
+        env.get(&format!("{base}/models/Phi-3-mini-4k-instruct?api-version={REGISTRY_API}")).await;
     assert_eq!(container["properties"]["isArchived"], true);
     assert_eq!(container["properties"]["latestVersion"], "15");
 
     // The seeded archived-only model and the current model without allow lists.
-    let (_, llama) = env.get(&format!("{base}/models/Llama-2-7b-chat/versions?api-version={REGISTRY_API}")).await;
+    let (_, llama) =
+        env.get(&format!("{base}/models/Llama-2-7b-chat/versions?api-version={REGISTRY_API}")).await;
     assert_eq!(versions(&llama), Vec::<String>::new());
-    let (_, phi4) = env.get(&format!("{base}/models/Phi-4-mini-instruct/versions?$top=1&api-version={REGISTRY_API}")).await;
+    let (_, phi4) = env
+        .get(&format!("{base}/models/Phi-4-mini-instruct/versions?$top=1&api-version={REGISTRY_API}"))
+        .await;
     assert_eq!(versions(&phi4), ["2"]);
     assert!(phi4["value"][0]["properties"]["tags"].get("finetune_compute_allow_list").is_none());
 }
@@ -76,16 +91,36 @@ async fn model_versions_latest_and_archive() {
 async fn model_version_errors() {
     let env = start().await;
     let base = registry_base(&env).await;
-    let (status, body) = env.get(&format!("{base}/models/Phi-3-mini-4k-instruct/versions/14?api-version={REGISTRY_API}")).await;
+    let (status, body) = env
+        .get(&format!("{base}/models/Phi-3-mini-4k-instruct/versions/14?api-version={REGISTRY_API}"))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["name"], "14");
     assert_eq!(body["properties"]["modelType"], "mlflow_model");
-    assert_eq!(env.get(&format!("{base}/models/Phi-3-mini-4k-instruct/versions/99?api-version={REGISTRY_API}")).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(env.get(&format!("{base}/models/nope/versions?api-version={REGISTRY_API}")).await.0, StatusCode::NOT_FOUND);
-    let (status, body) = env.get(&format!("{base}/models/Phi-3-mini-4k-instruct/versions?listViewType=Bogus&api-version={REGISTRY_API}")).await;
+    assert_eq!(
+        env.get(&format!("{base}/models/Phi-3-mini-4k-instruct/versions/99?api-version={REGISTRY_API}"))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        env.get(&format!("{base}/models/nope/versions?api-version={REGISTRY_API}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, body) = env
+        .get(&format!(
+            "{base}/models/Phi-3-mini-4k-instruct/versions?listViewType=Bogus&api-version={REGISTRY_API}"
+        ))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "UserError");
-    let r = env.client.get(format!("{base}/models/Phi-3-mini-4k-instruct")).bearer_auth(&env.token).send().await.unwrap();
+    let r = env
+        .client
+        .get(format!("{base}/models/Phi-3-mini-4k-instruct"))
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json_of(r).await.1["error"]["code"], "MissingApiVersionParameter");
 }
 
@@ -107,10 +142,23 @@ async fn component_spec() {
     assert_eq!(inputs["apply_lora"]["enum"], json!(["true", "false"]));
     assert!(inputs["trust_remote_code"].is_object());
     assert_eq!(v["properties"]["componentSpec"]["outputs"]["mlflow_model_folder"]["type"], "mlflow_model");
-    let (status, old) = env.get(&format!("{base}/components/chat_completion_pipeline/versions/0.0.74?api-version={REGISTRY_API}")).await;
+    // Inner steps are REST nodes placed by the pipeline's compute inputs (the SDK validates this).
+    let finetune = &v["properties"]["componentSpec"]["jobs"]["chat_completion_finetune"];
+    assert_eq!(finetune["computeId"], "${{parent.inputs.compute_finetune}}");
+    assert!(
+        finetune["componentId"].as_str().unwrap().starts_with("azureml://registries/azureml/components/")
+    );
+    let (status, old) = env
+        .get(&format!(
+            "{base}/components/chat_completion_pipeline/versions/0.0.74?api-version={REGISTRY_API}"
+        ))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(old["properties"]["componentSpec"]["inputs"].get("trust_remote_code").is_none());
-    assert_eq!(env.get(&format!("{base}/components/nope?api-version={REGISTRY_API}")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        env.get(&format!("{base}/components/nope?api-version={REGISTRY_API}")).await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 /// Admin can seed a new registry model version.
@@ -119,10 +167,15 @@ async fn admin_seeds_registry_model() {
     let env = start().await;
     let base = registry_base(&env).await;
     let (status, _) = env
-        .admin(Method::PUT, "registries/azureml/models/Tiny-model/versions/3", Some(json!({"tags": {"task": "chat-completion"}})))
+        .admin(
+            Method::PUT,
+            "registries/azureml/models/Tiny-model/versions/3",
+            Some(json!({"tags": {"task": "chat-completion"}})),
+        )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, body) = env.get(&format!("{base}/models/Tiny-model/versions/3?api-version={REGISTRY_API}")).await;
+    let (status, body) =
+        env.get(&format!("{base}/models/Tiny-model/versions/3?api-version={REGISTRY_API}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["properties"]["tags"]["task"], "chat-completion");
 }

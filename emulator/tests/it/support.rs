@@ -56,7 +56,12 @@ impl Env {
         let r = self
             .client
             .post(self.url(&format!("/{TENANT}/oauth2/v2.0/token")))
-            .form(&[("grant_type", "client_credentials"), ("client_id", CLIENT), ("client_secret", SECRET), ("scope", scope)])
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", CLIENT),
+                ("client_secret", SECRET),
+                ("scope", scope),
+            ])
             .send()
             .await
             .expect("token request");
@@ -203,4 +208,59 @@ impl Env {
         }
         panic!("job {name} did not finish: {seen:?}");
     }
+}
+
+impl Env {
+    /// Runs the notebook's job to completion and registers its output as model `name:version`.
+    pub async fn registered_model(&self, job: &str, name: &str, version: &str) -> String {
+        let (status, body) = self.put(&self.ws_path(&format!("/jobs/{job}")), pipeline_job(&[])).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(self.wait_job(job).await.last().unwrap(), "Completed");
+        let (status, body) = self
+            .put(
+                &self.ws_path(&format!("/models/{name}/versions/{version}")),
+                json!({"properties": {"modelType": "mlflow_model", "modelUri": format!("azureml://jobs/{job}/outputs/trained_model"), "description": "fine tuned"}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Creates an endpoint and waits for it.
+    pub async fn endpoint(&self, name: &str, auth: &str) {
+        let r = self
+            .call(Method::PUT, &self.ws_path(&format!("/onlineEndpoints/{name}")), Some(json!({"location": "eastus2", "identity": {"type": "SystemAssigned"}, "properties": {"authMode": auth, "traffic": {}}})))
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let op = header(&r, "azure-asyncoperation").unwrap();
+        assert_eq!(self.poll_async(&op).await["status"], "Succeeded");
+    }
+
+    /// Creates a deployment and waits for its operation; returns the final operation body.
+    pub async fn deployment(
+        &self,
+        endpoint: &str,
+        name: &str,
+        model: &str,
+        instance: &str,
+        count: u64,
+    ) -> Value {
+        let r = self
+            .call(
+                Method::PUT,
+                &self.ws_path(&format!("/onlineEndpoints/{endpoint}/deployments/{name}")),
+                Some(deployment_body(model, instance, count)),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let op = header(&r, "azure-asyncoperation").unwrap();
+        self.poll_async(&op).await
+    }
+}
+
+pub fn deployment_body(model: &str, instance: &str, count: u64) -> Value {
+    json!({"location": "eastus2", "tags": {}, "sku": {"name": "Default", "capacity": count}, "properties": {
+        "endpointComputeType": "Managed", "model": model, "instanceType": instance,
+        "livenessProbe": {"initialDelay": "PT600S"}, "requestSettings": {"requestTimeout": "PT90S"},
+        "scaleSettings": {"scaleType": "Default"}, "appInsightsEnabled": false}})
 }

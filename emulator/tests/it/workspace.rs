@@ -15,8 +15,15 @@ async fn workspace_get() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["location"], "eastus2");
     let host = env.emu.https_url().trim_start_matches("https://").to_string();
-    assert!(body["properties"]["mlFlowTrackingUri"].as_str().unwrap().starts_with(&format!("azureml://{host}/mlflow/v1.0/subscriptions/")));
-    let other = format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/nope");
+    assert!(
+        body["properties"]["mlFlowTrackingUri"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("azureml://{host}/mlflow/v1.0/subscriptions/"))
+    );
+    let other = format!(
+        "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/nope"
+    );
     let (status, body) = env.get(&other).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "ResourceNotFound");
@@ -48,9 +55,20 @@ async fn api_versions() {
 #[tokio::test]
 async fn vm_sizes() {
     let env = start().await;
-    let (status, body) = env.get(&format!("/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/eastus2/vmSizes")).await;
+    let (status, body) = env
+        .get(&format!(
+            "/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/eastus2/vmSizes"
+        ))
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let gpus = |name: &str| body["value"].as_array().unwrap().iter().find(|s| s["name"] == name).map(|s| s["gpus"].as_u64().unwrap());
+    let gpus = |name: &str| {
+        body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["gpus"].as_u64().unwrap())
+    };
     assert_eq!(gpus("Standard_NC24ads_A100_v4"), Some(1));
     assert_eq!(gpus("Standard_NC48ads_A100_v4"), Some(2));
     assert_eq!(gpus("Standard_NC96ads_A100_v4"), Some(4));
@@ -90,7 +108,9 @@ fn cluster(vm: &str) -> serde_json::Value {
 #[tokio::test]
 async fn create_compute_lro() {
     let env = start().await;
-    let r = env.call(Method::PUT, &env.ws_path("/computes/new-cluster"), Some(cluster("Standard_NC48ads_A100_v4"))).await;
+    let r = env
+        .call(Method::PUT, &env.ws_path("/computes/new-cluster"), Some(cluster("Standard_NC48ads_A100_v4")))
+        .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let op = header(&r, "azure-asyncoperation").expect("Azure-AsyncOperation");
     assert!(header(&r, "x-ms-ratelimit-remaining-subscription-writes").is_some());
@@ -101,11 +121,14 @@ async fn create_compute_lro() {
     let (_, c) = env.get(&env.ws_path("/computes/new-cluster")).await;
     assert_eq!(c["properties"]["provisioningState"], "Succeeded");
     // Same size again: an update, 200.
-    let r = env.call(Method::PUT, &env.ws_path("/computes/new-cluster"), Some(cluster("Standard_NC48ads_A100_v4"))).await;
+    let r = env
+        .call(Method::PUT, &env.ws_path("/computes/new-cluster"), Some(cluster("Standard_NC48ads_A100_v4")))
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
     env.poll_async(&header(&r, "azure-asyncoperation").unwrap()).await;
     // Changing the VM size is refused.
-    let (status, body) = env.put(&env.ws_path("/computes/new-cluster"), cluster("Standard_NC96ads_A100_v4")).await;
+    let (status, body) =
+        env.put(&env.ws_path("/computes/new-cluster"), cluster("Standard_NC96ads_A100_v4")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["details"][0]["code"], "UpdateNotSupported");
     // Delete: 202 + Location until gone.
@@ -123,7 +146,10 @@ async fn compute_validation_and_failure() {
     let env = start().await;
     let mut no_location = cluster("Standard_NC6s_v3");
     no_location.as_object_mut().unwrap().remove("location");
-    assert_eq!(env.put(&env.ws_path("/computes/c1x"), no_location).await.1["error"]["code"], "LocationRequired");
+    assert_eq!(
+        env.put(&env.ws_path("/computes/c1x"), no_location).await.1["error"]["code"],
+        "LocationRequired"
+    );
     let (status, body) = env.put(&env.ws_path("/computes/c1x"), cluster("Standard_Nope")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["details"][0]["code"], "InvalidVmSize");
@@ -132,7 +158,12 @@ async fn compute_validation_and_failure() {
     let (_, body) = env.put(&env.ws_path("/computes/c1x"), json!("x")).await;
     assert_eq!(body["error"]["code"], "InvalidRequestContent");
 
-    env.admin(Method::POST, "failures", Some(json!({"kind": "compute", "name": "doomed", "code": "QuotaExceeded", "message": "no cores"}))).await;
+    env.admin(
+        Method::POST,
+        "failures",
+        Some(json!({"kind": "compute", "name": "doomed", "code": "QuotaExceeded", "message": "no cores"})),
+    )
+    .await;
     let r = env.call(Method::PUT, &env.ws_path("/computes/doomed"), Some(cluster("Standard_NC6s_v3"))).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let done = env.poll_async(&header(&r, "azure-asyncoperation").unwrap()).await;

@@ -612,3 +612,188 @@ async fn long_retry_after_is_returned_and_later_calls_defer_without_sending() {
     // Writes have their own bucket.
     assert!(rig.ws.list_endpoint_keys("missing").await.is_err_and(|e| e.is_not_found()));
 }
+
+fn endpoint_spec(traffic: &[(&str, u32)]) -> azureml_operator::azure::OnlineEndpointSpec {
+    azureml_operator::azure::OnlineEndpointSpec {
+        location: "eastus2".into(),
+        auth_mode: azureml_operator::azure::AuthMode::Key,
+        description: Some("Online endpoint for Phi-3-mini-4k-instruct-ultrachat-200k".into()),
+        tags: std::collections::BTreeMap::new(),
+        traffic: traffic.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        mirror_traffic: std::collections::BTreeMap::new(),
+    }
+}
+
+fn deployment_spec(model: &str) -> azureml_operator::azure::OnlineDeploymentSpec {
+    use azureml_operator::azure::{OnlineDeploymentSpec, ProbeSettings, RequestSettings};
+    OnlineDeploymentSpec {
+        location: "eastus2".into(),
+        model: model.into(),
+        instance_type: "Standard_NC6s_v3".into(),
+        instance_count: 1,
+        liveness_probe: Some(ProbeSettings { initial_delay_seconds: Some(600), ..ProbeSettings::default() }),
+        readiness_probe: None,
+        request_settings: Some(RequestSettings {
+            request_timeout_ms: Some(90_000),
+            ..RequestSettings::default()
+        }),
+        environment_variables: std::collections::BTreeMap::new(),
+        description: None,
+        tags: std::collections::BTreeMap::new(),
+        app_insights_enabled: false,
+    }
+}
+
+/// Notebook steps 5–9 in the order of reference §14: job, model registration, endpoint without
+/// traffic, deployment, traffic, keys, scoring through the deployment header, deletion until gone.
+#[tokio::test]
+async fn notebook_register_deploy_invoke_delete() {
+    use azureml_operator::azure::{ModelVersionSpec, OperationStatus, ProvisioningState, ScoringAuth};
+    let rig = rig().await;
+    let job = "ftj-notebook-e2e";
+    rig.ws.create_pipeline_job(job, &notebook_job_spec()).await.expect("submit");
+    wait_job(&rig.ws, job).await;
+
+    // Step 6: register the trained model (GET first: absent, then PUT once).
+    let model_name = "Phi-3-mini-4k-instruct-ultrachat-200k";
+    assert!(rig.ws.get_model_version(model_name, "1").await.expect("get").is_none());
+    let spec = ModelVersionSpec {
+        model_type: "mlflow_model".into(),
+        model_uri: format!("azureml://jobs/{job}/outputs/trained_model"),
+        description: Some(
+            "Phi-3-mini-4k-instruct fine tuned model for ultrachat 200k chat-completion".into(),
+        ),
+        tags: std::collections::BTreeMap::new(),
+        properties: std::collections::BTreeMap::new(),
+        job_name: None,
+    };
+    let model = rig.ws.create_model_version(model_name, "1", &spec).await.expect("register");
+    assert!(model.id.ends_with("/models/Phi-3-mini-4k-instruct-ultrachat-200k/versions/1"), "{}", model.id);
+    assert_eq!(model.asset_id(), "azureml:Phi-3-mini-4k-instruct-ultrachat-200k:1");
+    // Re-registering the same content is harmless; different content for the version is refused.
+    rig.ws.create_model_version(model_name, "1", &spec).await.expect("idempotent re-PUT");
+    let changed = ModelVersionSpec { model_uri: "azureml://datastores/x/paths/y".into(), ..spec.clone() };
+    let err = rig.ws.create_model_version(model_name, "1", &changed).await.expect_err("immutable");
+    assert!(matches!(err.class(), ErrorClass::Conflict | ErrorClass::InvalidSpec { .. }), "{err:?}");
+
+    // Step 7: endpoint (no traffic), deployment, then traffic.
+    let ep = "ultrachat-completion-e2e";
+    let op = rig.ws.put_online_endpoint(ep, &endpoint_spec(&[])).await.expect("PUT endpoint");
+    assert!(matches!(wait(&rig.ws, &op).await, OperationStatus::Succeeded));
+    let op =
+        rig.ws.put_online_deployment(ep, "demo", &deployment_spec(&model.id)).await.expect("PUT deployment");
+    assert!(matches!(wait(&rig.ws, &op).await, OperationStatus::Succeeded));
+    let dep = rig.ws.get_online_deployment(ep, "demo").await.expect("get").expect("exists");
+    assert_eq!(dep.provisioning_state, ProvisioningState::Succeeded);
+    assert_eq!(dep.instance_count, Some(1));
+    assert_eq!(dep.liveness_probe.and_then(|p| p.initial_delay_seconds), Some(600));
+    assert_eq!(rig.ws.list_online_deployments(ep).await.expect("list").len(), 1);
+    let op = rig.ws.put_online_endpoint(ep, &endpoint_spec(&[("demo", 100)])).await.expect("traffic");
+    assert!(matches!(wait(&rig.ws, &op).await, OperationStatus::Succeeded));
+    let endpoint = rig.ws.get_online_endpoint(ep).await.expect("get").expect("exists");
+    assert_eq!(endpoint.traffic.get("demo"), Some(&100));
+    let scoring_uri = endpoint.scoring_uri.expect("scoring URI");
+    let keys = rig.ws.list_endpoint_keys(ep).await.expect("keys");
+    assert!(!keys.primary_key.expose().is_empty());
+
+    let logs = rig
+        .ws
+        .get_deployment_logs(ep, "demo", azureml_operator::azure::ContainerType::InferenceServer, 50)
+        .await
+        .expect("logs");
+    assert!(!logs.is_empty());
+
+    // Step 8: score through the deployment header.
+    let body = json!({"input_data": {"input_string": [{"role": "user", "content": "What is Azure ML?"}],
+        "parameters": {"temperature": 0.6, "top_p": 0.9, "do_sample": true, "max_new_tokens": 200}}, "params": {}});
+    let reply = rig
+        .ws
+        .score(&scoring_uri, &ScoringAuth::Key(keys.primary_key.clone()), Some("demo"), &body)
+        .await
+        .expect("score");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(!reply.body.is_empty());
+    let denied = rig
+        .ws
+        .score(
+            &scoring_uri,
+            &ScoringAuth::Key(azureml_operator::azure::SecretString::new("wrong")),
+            Some("demo"),
+            &body,
+        )
+        .await
+        .expect("answered");
+    assert_eq!(denied.status, 401);
+
+    // Step 9: delete and poll until gone; a second delete finds nothing to do.
+    let op = rig.ws.delete_online_endpoint(ep).await.expect("DELETE").expect("an operation to follow");
+    assert!(matches!(wait(&rig.ws, &op).await, OperationStatus::Succeeded));
+    assert!(rig.ws.get_online_endpoint(ep).await.expect("get").is_none());
+    assert!(rig.ws.delete_online_endpoint(ep).await.expect("DELETE again").is_none());
+
+    let log = rig.log().await;
+    assert_eq!(count(&log, "PUT", &format!("/onlineEndpoints/{ep}")), 2, "{log:?}");
+    assert_eq!(count(&log, "PUT", &format!("/onlineEndpoints/{ep}/deployments/demo")), 1);
+    let score = log.iter().find(|(m, p, _)| m == "POST" && p.ends_with("/score")).expect("scored");
+    assert_eq!(score.2, 200);
+}
+
+#[tokio::test]
+async fn failing_deployment_operation_reports_azure_error() {
+    use azureml_operator::azure::OperationStatus;
+    let rig = rig().await;
+    let ep = "ep-failing-dep";
+    let op = rig.ws.put_online_endpoint(ep, &endpoint_spec(&[])).await.expect("PUT endpoint");
+    assert!(matches!(wait(&rig.ws, &op).await, OperationStatus::Succeeded));
+    rig.admin_post(
+        "failures",
+        json!({"kind": "deployment", "name": "demo", "endpoint": ep, "code": "OutOfQuota", "message": "Not enough quota available for Standard_NC6s_v3"}),
+    )
+    .await;
+    let model = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15";
+    let op = rig.ws.put_online_deployment(ep, "demo", &deployment_spec(model)).await.expect("accepted");
+    match wait(&rig.ws, &op).await {
+        OperationStatus::Failed(err) => {
+            assert_eq!(err.code(), Some("OutOfQuota"), "{err}");
+            assert_eq!(err.class(), ErrorClass::Quota);
+        }
+        other => panic!("expected a failed operation, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_missing_endpoint_or_deployment_is_none() {
+    let rig = rig().await;
+    assert!(rig.ws.delete_online_endpoint("never-created").await.expect("404 is fine").is_none());
+    assert!(rig.ws.get_online_endpoint("never-created").await.expect("get").is_none());
+    assert!(rig.ws.list_online_deployments("never-created").await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn aml_token_and_aad_token_endpoints_score() {
+    use azureml_operator::azure::{AuthMode, OperationStatus, ScoringAuth};
+    let rig = rig().await;
+    let model = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15";
+    let body = json!({"input_data": {"input_string": [{"role": "user", "content": "hi"}], "parameters": {}}, "params": {}});
+    for (ep, mode) in [("ep-amltoken", AuthMode::AMLToken), ("ep-aadtoken", AuthMode::AADToken)] {
+        let spec = azureml_operator::azure::OnlineEndpointSpec { auth_mode: mode, ..endpoint_spec(&[]) };
+        let op = rig.ws.put_online_endpoint(ep, &spec).await.expect("PUT endpoint");
+        assert!(matches!(wait(&rig.ws, &op).await, OperationStatus::Succeeded));
+        let op =
+            rig.ws.put_online_deployment(ep, "demo", &deployment_spec(model)).await.expect("PUT deployment");
+        assert!(matches!(wait(&rig.ws, &op).await, OperationStatus::Succeeded));
+        let endpoint = rig.ws.get_online_endpoint(ep).await.expect("get").expect("exists");
+        assert_eq!(endpoint.auth_mode, mode);
+        let auth = match mode {
+            AuthMode::AMLToken => {
+                let token = rig.ws.get_endpoint_token(ep).await.expect("token");
+                assert!(token.refresh_after <= token.expires_at);
+                ScoringAuth::AmlToken(token.access_token)
+            }
+            _ => ScoringAuth::AadToken,
+        };
+        let uri = endpoint.scoring_uri.expect("scoring URI");
+        let reply = rig.ws.score(&uri, &auth, Some("demo"), &body).await.expect("score");
+        assert_eq!(reply.status, 200, "{ep}: {}", reply.body);
+    }
+}

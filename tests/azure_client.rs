@@ -797,3 +797,29 @@ async fn aml_token_and_aad_token_endpoints_score() {
         assert_eq!(reply.status, 200, "{ep}: {}", reply.body);
     }
 }
+
+#[tokio::test]
+async fn archive_model_version_round_trip() {
+    use azureml_operator::azure::ModelVersionSpec;
+    let rig = rig().await;
+    let job = "ftj-for-archive";
+    rig.ws.create_pipeline_job(job, &notebook_job_spec()).await.expect("submit");
+    wait_job(&rig.ws, job).await;
+    let spec = ModelVersionSpec {
+        model_type: "mlflow_model".into(),
+        model_uri: format!("azureml://jobs/{job}/outputs/trained_model"),
+        description: None,
+        tags: [("purpose".to_string(), "test".to_string())].into(),
+        properties: std::collections::BTreeMap::new(),
+        job_name: Some(job.into()),
+    };
+    rig.ws.create_model_version("archived-model", "3", &spec).await.expect("register");
+    assert!(rig.ws.archive_model_version("archived-model", "3").await.expect("archive"));
+    let model = rig.ws.get_model_version("archived-model", "3").await.expect("get").expect("exists");
+    assert!(model.archived);
+    assert_eq!(model.tags.get("purpose").map(String::as_str), Some("test"), "metadata kept");
+    // Archiving again is a no-op; a missing version reports false.
+    assert!(rig.ws.archive_model_version("archived-model", "3").await.expect("again"));
+    assert!(!rig.ws.archive_model_version("archived-model", "404").await.expect("missing"));
+    assert_eq!(count(&rig.log().await, "PUT", "/models/archived-model/versions/3"), 2);
+}

@@ -432,6 +432,13 @@ impl WorkspaceClient {
     /// whatever its status (retryable statuses are retried first, within the call budget).
     /// `Err` means no response at all (transport or token failure).
     pub(crate) async fn send_raw(&self, req: Request) -> Result<Response> {
+        use tracing::Instrument;
+        // One span per client call groups its attempts, retries and token refreshes in the logs.
+        let span = tracing::info_span!("azure_call", operation = req.operation, method = %req.method);
+        self.send_raw_inner(req).instrument(span).await
+    }
+
+    async fn send_raw_inner(&self, req: Request) -> Result<Response> {
         let opts = &self.ml.inner.options;
         let start = Instant::now();
         let class = RequestClass::of(&req.method);
@@ -492,7 +499,30 @@ impl WorkspaceClient {
     async fn attempt(&self, req: &Request, class: RequestClass, start: Instant) -> Result<Response> {
         let inner = &self.ml.inner;
         if let Some(key) = &req.throttle {
-            let waited = inner.throttle.acquire(key, class).await;
+            let allowed = inner.options.call_budget.saturating_sub(start.elapsed());
+            let waited = match inner.throttle.acquire_within(key, class, allowed).await {
+                Ok(waited) => waited,
+                Err(needed) => {
+                    tracing::info!(
+                        operation = req.operation,
+                        wait_ms = needed.as_millis() as u64,
+                        "ARM budget exhausted; deferring the request"
+                    );
+                    return Err(Error::from(ApiError {
+                        operation: req.operation,
+                        status: 429,
+                        code: Some("ClientThrottled".into()),
+                        message: format!(
+                            "the client-side ARM {} budget of this subscription is exhausted for {} s",
+                            class.as_str(),
+                            needed.as_secs()
+                        ),
+                        target: None,
+                        request_id: None,
+                        retry_after: Some(needed),
+                    }));
+                }
+            };
             inner
                 .metrics
                 .throttle_wait
@@ -652,6 +682,52 @@ mod tests {
         assert!(!may_retry(&transient(), RetryMode::UnsentOnly));
         assert!(may_retry(&throttled(), RetryMode::UnsentOnly));
         assert!(!may_retry(&invalid(), RetryMode::UnsentOnly));
+    }
+
+    fn config(secret: &str, ca: Option<&str>) -> ConnectionConfig {
+        ConnectionConfig {
+            cloud: CloudEndpoints::azure_public(),
+            credential: Credential::ClientSecret {
+                tenant_id: "00000000-0000-0000-0000-0000000000aa".into(),
+                client_id: "c".into(),
+                secret: SecretString::new(secret),
+            },
+            ca_bundle_pem: ca.map(str::to_string),
+            workspace: crate::azure::WorkspaceCoordinates {
+                subscription_id: "s".into(),
+                resource_group: "r".into(),
+                workspace_name: "w".into(),
+            },
+            arm_api_version: None,
+        }
+    }
+
+    #[test]
+    fn credentials_are_cached_per_config_and_renewed_when_the_secret_changes() {
+        let ml = AzureMl::default();
+        let a = ml.workspace(&config("one", None)).expect("client");
+        let b = ml.workspace(&config("one", None)).expect("client");
+        assert!(Arc::ptr_eq(&a.tokens, &b.tokens));
+        let c = ml.workspace(&config("two", None)).expect("client");
+        assert!(!Arc::ptr_eq(&a.tokens, &c.tokens));
+    }
+
+    #[test]
+    fn bad_ca_bundle_is_a_config_error() {
+        let err = AzureMl::default().workspace(&config("s", Some("not a certificate"))).expect_err("bad PEM");
+        assert!(matches!(err, Error::Config { .. }), "{err:?}");
+        assert!(matches!(err.class(), ErrorClass::InvalidSpec { .. }));
+    }
+
+    #[test]
+    fn workspace_urls_carry_the_api_version() {
+        let ws = AzureMl::default().workspace(&config("s", None)).expect("client");
+        let url = ws.workspace_url(&["onlineEndpoints", "ep"]);
+        assert_eq!(
+            url.as_str(),
+            "https://management.azure.com/subscriptions/s/resourceGroups/r/providers/\
+             Microsoft.MachineLearningServices/workspaces/w/onlineEndpoints/ep?api-version=2025-12-01"
+        );
     }
 
     #[test]

@@ -99,6 +99,17 @@ pub struct EndpointKeys {
     pub secondary_key: SecretString,
 }
 
+/// A scoring token of an `AMLToken` endpoint (secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointToken {
+    /// The bearer token.
+    pub access_token: SecretString,
+    /// When it expires.
+    pub expires_at: Option<jiff::Timestamp>,
+    /// When to fetch a new one.
+    pub refresh_after: Option<jiff::Timestamp>,
+}
+
 /// Health probe settings; unset fields take the service defaults.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -405,6 +416,14 @@ struct WireKeys {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireToken {
+    access_token: Option<String>,
+    expiry_time_utc: Option<i64>,
+    refresh_after_time_utc: Option<i64>,
+}
+
+#[derive(Deserialize)]
 struct WireLogs {
     #[serde(default)]
     content: String,
@@ -469,6 +488,20 @@ impl WorkspaceClient {
         Ok(EndpointKeys {
             primary_key: SecretString::new(k.primary_key.unwrap_or_default()),
             secondary_key: SecretString::new(k.secondary_key.unwrap_or_default()),
+        })
+    }
+
+    /// POST token: a scoring token for an `AMLToken` endpoint. Never log the result.
+    pub async fn get_endpoint_token(&self, name: &str) -> Result<EndpointToken> {
+        const OP: &str = "get_endpoint_token";
+        let url = self.workspace_url(&["onlineEndpoints", name, "token"]);
+        let resp = self.send(self.arm(OP, Method::POST, url)).await?;
+        let t: WireToken = resp.json(OP)?;
+        let at = |secs: Option<i64>| secs.and_then(|s| jiff::Timestamp::from_second(s).ok());
+        Ok(EndpointToken {
+            access_token: SecretString::new(t.access_token.unwrap_or_default()),
+            expires_at: at(t.expiry_time_utc),
+            refresh_after: at(t.refresh_after_time_utc),
         })
     }
 

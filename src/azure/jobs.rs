@@ -213,8 +213,11 @@ pub fn pipeline_job_body(spec: &PipelineJobSpec) -> Value {
             b.node_output.clone(),
             json!({ "type": "literal", "value": format!("${{{{parent.outputs.{}}}}}", b.pipeline_output) }),
         );
-        pipeline_outputs
-            .insert(b.pipeline_output.clone(), json!({ "jobOutputType": b.output_type.as_wire() }));
+        // The SDK carries the node output's declared rw_mount up to the pipeline output.
+        pipeline_outputs.insert(
+            b.pipeline_output.clone(),
+            json!({ "jobOutputType": b.output_type.as_wire(), "mode": "ReadWriteMount" }),
+        );
     }
     let mut jobs = Map::new();
     jobs.insert(
@@ -239,6 +242,8 @@ pub fn pipeline_job_body(spec: &PipelineJobSpec) -> Value {
             "settings": {
                 "force_rerun": spec.settings.force_rerun,
                 "continue_on_step_failure": spec.settings.continue_on_step_failure,
+                // What the SDK marks a pipeline built with its DSL (the notebook's way).
+                "_source": "DSL",
             },
             "inputs": {},
             "outputs": pipeline_outputs,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 
+use super::common::parse_iso_duration;
 use super::error::{ApiError, Error, parse_error_body};
 
 /// Poll interval when Azure gives no `Retry-After` (ARM guidance: 10–30 s; ML operations take minutes).
@@ -52,6 +53,10 @@ pub struct Operation {
     /// Seconds Azure asked to wait before the next poll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_seconds: Option<u64>,
+    /// When Azure's `x-ms-async-operation-timeout` runs out; polling past it reports the operation
+    /// as failed (stuck) instead of waiting forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<jiff::Timestamp>,
 }
 
 impl Operation {
@@ -78,7 +83,18 @@ impl Operation {
             resource_url: resource_url.to_string(),
             poll,
             retry_after_seconds: retry_after(headers).map(|d| d.as_secs()),
+            deadline: headers
+                .get("x-ms-async-operation-timeout")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_iso_duration)
+                .and_then(|d| jiff::SignedDuration::try_from(d).ok())
+                .and_then(|d| jiff::Timestamp::now().checked_add(d).ok()),
         }
+    }
+
+    /// Whether the operation's deadline has passed at `now`.
+    pub fn is_overdue(&self, now: jiff::Timestamp) -> bool {
+        self.deadline.is_some_and(|d| now > d)
     }
 }
 
@@ -183,8 +199,33 @@ pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
     headers.get("x-ms-request-id").and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
-/// Reads one poll response. Errors that say "try again later" (5xx, 429 on the poll itself) are
-/// returned as `Err`, so they are not mistaken for a failed operation.
+/// Reads one poll response at time `now`. Errors that say "try again later" (5xx, 429 on the poll
+/// itself) are returned as `Err`, so they are not mistaken for a failed operation. An operation
+/// still running past its deadline is reported as failed with code `OperationTimedOut`.
+pub fn interpret_poll_at(
+    op: &Operation,
+    resp: PollResponse<'_>,
+    now: jiff::Timestamp,
+) -> Result<OperationStatus, Error> {
+    let status =
+        interpret_poll(op, PollResponse { status: resp.status, headers: resp.headers, body: resp.body })?;
+    if matches!(status, OperationStatus::InProgress { .. }) && op.is_overdue(now) {
+        let message = format!(
+            "the operation is still running after Azure's x-ms-async-operation-timeout (deadline {})",
+            op.deadline.map(|d| d.to_string()).unwrap_or_default()
+        );
+        return Ok(OperationStatus::Failed(failed(
+            op,
+            504,
+            Some("OperationTimedOut".into()),
+            message,
+            resp.headers,
+        )));
+    }
+    Ok(status)
+}
+
+/// Reads one poll response, ignoring the deadline (see [`interpret_poll_at`]).
 pub fn interpret_poll(op: &Operation, resp: PollResponse<'_>) -> Result<OperationStatus, Error> {
     let wait = retry_after(resp.headers).or(op.retry_after_seconds.map(Duration::from_secs));
     let in_progress = OperationStatus::InProgress { retry_after: wait.unwrap_or(DEFAULT_POLL_INTERVAL) };
@@ -280,6 +321,7 @@ mod tests {
             resource_url: "https://arm/ep".into(),
             poll,
             retry_after_seconds: None,
+            deadline: None,
         }
     }
 
@@ -394,6 +436,34 @@ mod tests {
         let d = op(OperationKind::Delete, PollTarget::Resource("u".into()));
         assert!(matches!(poll(&d, 200, &[], &body("Deleting")), Ok(OperationStatus::InProgress { .. })));
         assert!(matches!(poll(&d, 404, &[], ""), Ok(OperationStatus::Succeeded)));
+    }
+
+    #[test]
+    fn deadline_from_timeout_header_and_overdue_operation_fails() {
+        let h = headers(&[
+            ("Azure-AsyncOperation", "https://arm/ops/1"),
+            ("x-ms-async-operation-timeout", "PT1H"),
+        ]);
+        let o = Operation::from_response(
+            OperationKind::CreateOrUpdate,
+            "put_online_endpoint",
+            "https://arm/ep",
+            &h,
+        );
+        let deadline = o.deadline.expect("deadline");
+        let now = jiff::Timestamp::now();
+        assert!(deadline > now && deadline <= now + jiff::SignedDuration::from_secs(3600));
+        let running = r#"{"status":"InProgress"}"#.as_bytes();
+        let resp = || PollResponse { status: 200, headers: &h, body: running };
+        assert!(matches!(interpret_poll_at(&o, resp(), now), Ok(OperationStatus::InProgress { .. })));
+        let later = deadline + jiff::SignedDuration::from_secs(1);
+        match interpret_poll_at(&o, resp(), later) {
+            Ok(OperationStatus::Failed(e)) => {
+                assert_eq!(e.code(), Some("OperationTimedOut"));
+                assert!(matches!(e.class(), crate::azure::ErrorClass::Transient { .. }));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

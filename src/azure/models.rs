@@ -119,6 +119,20 @@ fn model_from_wire(w: WireModelVersion, name: &str, version: &str) -> ModelVersi
     }
 }
 
+/// Fields of a model version's `properties` a PUT may carry.
+const WRITABLE: &[&str] = &[
+    "description",
+    "tags",
+    "properties",
+    "isArchived",
+    "isAnonymous",
+    "modelType",
+    "modelUri",
+    "jobName",
+    "flavors",
+    "stage",
+];
+
 impl WorkspaceClient {
     /// GET a model version; `None` if it does not exist.
     pub async fn get_model_version(&self, name: &str, version: &str) -> Result<Option<ModelVersion>> {
@@ -152,16 +166,21 @@ impl WorkspaceClient {
         let Some(resp) = self.send_opt(self.arm(OP, Method::GET, url.clone())).await? else {
             return Ok(false);
         };
-        let mut body: Value = resp.json(OP)?;
-        let Some(props) = body.get_mut("properties").and_then(Value::as_object_mut) else {
+        let body: Value = resp.json(OP)?;
+        let Some(props) = body.get("properties").and_then(Value::as_object) else {
             return Err(Error::Protocol { operation: OP, message: "model version has no properties".into() });
         };
         if props.get("isArchived") == Some(&Value::Bool(true)) {
             return Ok(true);
         }
-        props.insert("isArchived".into(), Value::Bool(true));
-        // Send back only what a PUT accepts: the properties object.
-        let put = json!({ "properties": body["properties"].clone() });
+        // Send back only the writable fields (as the SDK's update does), with isArchived set.
+        let mut writable: serde_json::Map<String, Value> = props
+            .iter()
+            .filter(|(k, _)| WRITABLE.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        writable.insert("isArchived".into(), Value::Bool(true));
+        let put = json!({ "properties": writable });
         self.send(self.arm(OP, Method::PUT, url).json(put)).await?;
         Ok(true)
     }

@@ -9,7 +9,7 @@ use url::Url;
 use super::client::{Auth, Request, RetryMode, WorkspaceClient};
 use super::config::SecretString;
 use super::error::{Error, Result};
-use super::lro::{Operation, OperationStatus, PollResponse, PollTarget, interpret_poll};
+use super::lro::{Operation, OperationStatus, PollResponse, PollTarget, interpret_poll_at};
 
 /// How to authenticate a scoring request.
 #[derive(Clone, Debug)]
@@ -80,9 +80,10 @@ impl WorkspaceClient {
         })?;
         let req = self.arm(OP, Method::GET, url);
         let resp = self.send_raw(req).await?;
-        let status = interpret_poll(
+        let status = interpret_poll_at(
             operation,
             PollResponse { status: resp.status, headers: &resp.headers, body: &resp.body },
+            jiff::Timestamp::now(),
         )?;
         if let OperationStatus::Failed(err) = &status {
             tracing::info!(operation = %operation.name, error = %err, "Azure operation failed");

@@ -191,13 +191,22 @@ impl Throttle {
         f(bucket)
     }
 
-    /// Waits until a token is available and takes it; returns how long it waited.
-    pub async fn acquire(&self, subscription: &str, class: RequestClass) -> Duration {
+    /// Waits until a token is available and takes it, returning how long it waited; gives up
+    /// (without taking a token) when the next token is further away than `max_wait`, returning
+    /// `Err(time until it is available)`: a long ARM back-off should requeue the reconcile rather
+    /// than hold a worker.
+    pub async fn acquire_within(
+        &self,
+        subscription: &str,
+        class: RequestClass,
+        max_wait: Duration,
+    ) -> Result<Duration, Duration> {
         let start = Instant::now();
         loop {
             let wait = self.with_bucket(subscription, class, |b| b.try_take(Instant::now()));
             match wait {
-                None => return start.elapsed(),
+                None => return Ok(start.elapsed()),
+                Some(wait) if start.elapsed() + wait > max_wait => return Err(wait),
                 Some(wait) => tokio::time::sleep(wait).await,
             }
         }
@@ -218,6 +227,7 @@ impl Throttle {
 mod tests {
     use super::*;
 
+    const HOUR: Duration = Duration::from_secs(3600);
     const LIMITS: BucketLimits = BucketLimits { capacity: 3.0, refill_per_second: 2.0 };
 
     #[test]
@@ -284,11 +294,26 @@ mod tests {
             read: BucketLimits { capacity: 1.0, refill_per_second: 1.0 },
             ..ThrottleLimits::default()
         });
-        assert_eq!(throttle.acquire("s", RequestClass::Read).await, Duration::ZERO);
-        let waited = throttle.acquire("s", RequestClass::Read).await;
+        assert_eq!(
+            throttle.acquire_within("s", RequestClass::Read, HOUR).await.expect("token"),
+            Duration::ZERO
+        );
+        let waited = throttle.acquire_within("s", RequestClass::Read, HOUR).await.expect("token");
         assert!(waited >= Duration::from_millis(999), "{waited:?}");
+        // A wait beyond the allowed time is refused without taking the token.
+        throttle.close_for("s", RequestClass::Read, Duration::from_secs(30));
+        assert_eq!(
+            throttle.acquire_within("s", RequestClass::Read, Duration::from_secs(5)).await,
+            Err(Duration::from_secs(30))
+        );
         // Other subscriptions and classes have their own buckets.
-        assert_eq!(throttle.acquire("other", RequestClass::Read).await, Duration::ZERO);
-        assert_eq!(throttle.acquire("s", RequestClass::Write).await, Duration::ZERO);
+        assert_eq!(
+            throttle.acquire_within("other", RequestClass::Read, HOUR).await.expect("token"),
+            Duration::ZERO
+        );
+        assert_eq!(
+            throttle.acquire_within("s", RequestClass::Write, HOUR).await.expect("token"),
+            Duration::ZERO
+        );
     }
 }

@@ -227,6 +227,7 @@ async fn apply(mreg: Arc<ModelRegistration>, ctx: &Context) -> Result<Action> {
         SourceState::Ready(s) => s.base_model.clone(),
         _ => None,
     };
+    // The default name depends on the base model, known only once the source is ready: pin nothing before.
     let name = old.model_name.clone().unwrap_or_else(|| model_name(&mreg, base.as_ref()));
     let version = model_version(&mreg).ok_or(Error::MissingField("metadata.creationTimestamp"))?;
     let existing = match &source {
@@ -236,8 +237,10 @@ async fn apply(mreg: Arc<ModelRegistration>, ctx: &Context) -> Result<Action> {
         _ => None,
     };
     let observed = Observed { source, name: name.clone(), version: version.clone(), existing };
-    let mut pinned = Pinned { name: Some(name.clone()), version: Some(version.clone()), ..Pinned::default() };
+    let mut pinned = Pinned::default();
     if let SourceState::Ready(s) = &observed.source {
+        pinned.name = Some(name.clone());
+        pinned.version = Some(version.clone());
         pinned.source_uri = Some(s.uri.clone());
         pinned.job_name = s.job_name.clone();
         pinned.base_model = s.base_model.clone();

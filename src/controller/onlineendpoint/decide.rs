@@ -112,6 +112,19 @@ pub enum Step {
     Finish,
 }
 
+impl Step {
+    /// The step's kind, for logs (the specs themselves may carry environment variables).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::None => "None",
+            Step::PutEndpoint { .. } => "PutEndpoint",
+            Step::PutDeployments(_) => "PutDeployments",
+            Step::DeleteDeployments(_) => "DeleteDeployments",
+            Step::Finish => "Finish",
+        }
+    }
+}
+
 /// When to look again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Requeue {

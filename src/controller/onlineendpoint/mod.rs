@@ -713,7 +713,7 @@ async fn apply(oe: Arc<OnlineEndpoint>, ctx: &Context) -> Result<Action> {
         was_ready: conditions::is_ready(&old.conditions, generation),
     };
     let plan = decide::decide(&oe.spec, &observed);
-    tracing::debug!(endpoint = %name, step = ?plan.step, reason = plan.health.reason(), "decided");
+    tracing::debug!(endpoint = %name, step = plan.step.kind(), reason = plan.health.reason(), "decided");
 
     // Operations still running stay persisted; finished ones are dropped.
     let mut operations: Vec<PendingOperation> = tracked

@@ -33,8 +33,23 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
-    /// Send a scoring request to an OnlineEndpoint and print the raw response.
-    Invoke,
+    /// Send a scoring request to an OnlineEndpoint and print the raw response (the notebook's step 8).
+    Invoke(InvokeArgs),
+}
+
+#[derive(Args, Debug)]
+struct InvokeArgs {
+    /// Name of the OnlineEndpoint resource.
+    name: String,
+    /// Namespace of the resource (default: the kubeconfig context's namespace).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Send to this deployment, whatever the traffic split (header `azureml-model-deployment`).
+    #[arg(long)]
+    deployment: Option<String>,
+    /// JSON request body, for example examples/sample_score.json.
+    #[arg(long)]
+    file: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -70,7 +85,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crd { out_dir } => print_crds(out_dir),
         Command::Run(args) => tokio_main(run(args)),
-        Command::Invoke => Err("this command is not available in this build yet".into()),
+        Command::Invoke(args) => tokio_main(invoke(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -97,6 +112,31 @@ fn print_crds(out_dir: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>
             Some(dir) => std::fs::write(dir.join(api::crd_file_name(&crd)), yaml)?,
             None => print!("---\n{yaml}"),
         }
+    }
+    Ok(())
+}
+
+async fn invoke(args: InvokeArgs) -> Result<(), BoxError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let text = std::fs::read_to_string(&args.file)
+        .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+    let body: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", args.file.display()))?;
+    let client = kube::Client::try_default().await?;
+    let namespace = args.namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+    let azure = AzureMl::new(ClientOptions::default());
+    let reply = azureml_operator::invoke::invoke(
+        client,
+        &azure,
+        &namespace,
+        &args.name,
+        args.deployment.as_deref(),
+        body,
+    )
+    .await?;
+    println!("{}", reply.body);
+    if !(200..300).contains(&reply.status) {
+        return Err(format!("the endpoint answered HTTP {}", reply.status).into());
     }
     Ok(())
 }

@@ -85,7 +85,8 @@ impl Policy {
     /// When to poll a long-running operation again: Azure's `Retry-After` if it gave one, else our default.
     pub fn operation_poll(&self, retry_after: Option<Duration>) -> Duration {
         match retry_after {
-            Some(r) => self.s(r).max(self.s(self.retry_after_floor)),
+            // Azure's own Retry-After is authoritative and already in Azure's time: never scaled.
+            Some(r) => r.max(self.s(self.retry_after_floor)),
             None => self.s(self.operation_poll),
         }
     }
@@ -108,7 +109,7 @@ impl Policy {
         let jitter = rand::rng().random_range(0.8..=1.2);
         let wait = self.s(base.mul_f64(jitter));
         match retry_after {
-            Some(r) => wait.max(self.s(r)),
+            Some(r) => wait.max(r),
             None => wait,
         }
     }
@@ -187,12 +188,22 @@ mod tests {
         assert!(p.backoff(1, Some(secs(60))) >= secs(60));
     }
 
-    /// Scaling compresses every interval for the emulator's time-compressed runs.
+    /// Scaling compresses our own intervals for the emulator's time-compressed runs.
     #[test]
-    fn scale_applies_everywhere() {
+    fn scale_applies_to_our_intervals() {
         let p = Policy::scaled(0.01);
         assert_eq!(p.resync(), Duration::from_secs(6));
         assert_eq!(p.job_poll(secs(0), 1), Duration::from_millis(150));
+        assert_eq!(p.operation_poll(None), Duration::from_millis(150));
+    }
+
+    /// A Retry-After comes from Azure (or an emulator already running in compressed time): it is
+    /// honoured as given, never scaled again.
+    #[test]
+    fn retry_after_is_never_scaled() {
+        let p = Policy::scaled(0.01);
+        assert_eq!(p.operation_poll(Some(secs(2))), secs(2));
+        assert!(p.backoff(1, Some(secs(3))) >= secs(3));
     }
 
     #[test]

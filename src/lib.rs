@@ -5,5 +5,6 @@
 pub mod api;
 pub mod azure;
 pub mod controller;
+pub mod invoke;
 pub mod metrics;
 pub mod telemetry;

@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod finetunejob;
 pub mod modelregistration;
+pub mod onlineendpoint;
 pub mod policy;
 pub mod workspace;
 

@@ -176,9 +176,9 @@ fn notebook_job_body(namespace: &str) -> Value {
             "description": null,
             "tags": {"managed-by": "azureml-operator", "k8s-resource": format!("{namespace}/phi3-ultrachat")},
             "properties": {},
-            "settings": {"force_rerun": true, "continue_on_step_failure": false},
+            "settings": {"_source": "DSL", "force_rerun": true, "continue_on_step_failure": false},
             "inputs": {},
-            "outputs": {"trained_model": {"jobOutputType": "mlflow_model"}},
+            "outputs": {"trained_model": {"jobOutputType": "mlflow_model", "mode": "ReadWriteMount"}},
             "jobs": {
                 "chat_completion_pipeline": {
                     "type": "pipeline",

@@ -417,6 +417,8 @@ async fn create_serve_invoke_and_delete() {
     let writes = h.writes_since(seq).await;
     assert!(writes.is_empty(), "steady state wrote to Azure: {writes:#?}");
 
+    assert_eq!(h.requests("POST", "/inference/ultrachat/score").await.len(), 1, "one smoke test per rollout");
+
     // Step 8: invoke `demo` with the notebook's request.
     let azure_ml = AzureMl::new(ClientOptions::default());
     let reply = azureml_operator::invoke::invoke(

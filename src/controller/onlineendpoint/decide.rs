@@ -112,6 +112,19 @@ pub enum Step {
     Finish,
 }
 
+impl Step {
+    /// The step's kind, for logs (the specs themselves may carry environment variables).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::None => "None",
+            Step::PutEndpoint { .. } => "PutEndpoint",
+            Step::PutDeployments(_) => "PutDeployments",
+            Step::DeleteDeployments(_) => "DeleteDeployments",
+            Step::Finish => "Finish",
+        }
+    }
+}
+
 /// When to look again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Requeue {
@@ -366,7 +379,17 @@ pub fn decide(spec: &OnlineEndpointSpec, obs: &Observed) -> Plan {
         (Some(held), Step::PutEndpoint { .. } | Step::PutDeployments(_) | Step::DeleteDeployments(_))
             if !plan.health.is_stalled() =>
         {
-            Plan::new(Step::None, held.clone(), Requeue::Resync)
+            // Operations still running (other deployments) keep being polled at their own pace.
+            let running = obs
+                .operations
+                .iter()
+                .filter_map(|o| match o.state {
+                    OpState::InProgress { retry_after } => Some(retry_after),
+                    _ => None,
+                })
+                .min();
+            let requeue = running.map_or(Requeue::Resync, |r| Requeue::Operation(Some(r)));
+            Plan::new(Step::None, held.clone(), requeue)
         }
         _ => plan,
     }
@@ -1115,7 +1138,15 @@ mod tests {
         let held = Health::stalled(reasons::DEPLOYMENT_FAILED, "Azure failed deployment demo");
         o.hold = Some(held.clone());
         let p = decide(&s, &o);
-        assert_eq!((p.step, p.health), (Step::None, held));
+        assert_eq!((p.step, p.health, p.requeue), (Step::None, held.clone(), Requeue::Resync));
+        // Another deployment's operation still running keeps being polled meanwhile.
+        o.operations.push(op(
+            &deployment_target("other"),
+            actions::CREATE,
+            OpState::InProgress { retry_after: Duration::from_secs(4) },
+        ));
+        assert_eq!(decide(&s, &o).requeue, Requeue::Operation(Some(Duration::from_secs(4))));
+        o.operations.clear();
         // Once the hold has expired, the Failed deployment is sent again.
         o.hold = None;
         assert_eq!(put_names(&decide(&s, &o)), ["demo"]);

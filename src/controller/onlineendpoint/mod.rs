@@ -713,7 +713,7 @@ async fn apply(oe: Arc<OnlineEndpoint>, ctx: &Context) -> Result<Action> {
         was_ready: conditions::is_ready(&old.conditions, generation),
     };
     let plan = decide::decide(&oe.spec, &observed);
-    tracing::debug!(endpoint = %name, step = ?plan.step, reason = plan.health.reason(), "decided");
+    tracing::debug!(endpoint = %name, step = plan.step.kind(), reason = plan.health.reason(), "decided");
 
     // Operations still running stay persisted; finished ones are dropped.
     let mut operations: Vec<PendingOperation> = tracked
@@ -925,6 +925,13 @@ async fn reconcile(oe: Arc<OnlineEndpoint>, ctx: Arc<Context>) -> Result<Action>
     let ns = oe.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<OnlineEndpoint> = Api::namespaced(ctx.client.clone(), &ns);
     let uid = oe.uid().unwrap_or_default();
+    // The watch cache can trail this controller's own last status write (a pass queued by the keys
+    // Secret's event runs before the status event arrives). Acting on that copy would repeat a smoke
+    // test or write back a status without the operations just persisted, so read the object fresh.
+    let Some(oe) = api.get_opt(&oe.name_any()).await.map_err(Error::kube("read OnlineEndpoint"))? else {
+        return Ok(Action::await_change());
+    };
+    let oe = Arc::new(oe);
     // kube's finalizer helper removes the finalizer as soon as cleanup returns Ok, so the waiting part
     // of a deletion (a long-running DELETE) happens here, and the helper only runs once Azure is done.
     if oe.meta().deletion_timestamp.is_some() && oe.finalizers().iter().any(|f| f == FINALIZER) {

@@ -241,7 +241,7 @@ pub async fn run_all(ctx: Arc<Context>, namespace: Option<String>) {
         workspace::run(ctx.clone(), namespace.clone()),
         modelregistration::run(ctx.clone(), namespace.clone()),
         finetunejob::run(ctx.clone(), namespace.clone()),
-        onlineendpoint::run(ctx.clone(), namespace.clone()),
+        onlineendpoint::run(ctx, namespace),
     );
 }
 

@@ -463,6 +463,12 @@ impl World {
         ((azure_secs / self.scale).ceil() as i64).max(0).to_string()
     }
 
+    /// `x-ms-async-operation-timeout`: Azure's one hour, compressed like every other duration so a
+    /// client's deadline can be exercised at a large time scale.
+    pub(crate) fn operation_timeout(&self) -> String {
+        format!("PT{}S", ((3600.0 / self.scale).ceil() as i64).max(1))
+    }
+
     pub(crate) fn workspace(&self, sub: &str, rg: &str, ws: &str) -> Option<&Workspace> {
         let key = ws_key(sub, rg, ws);
         self.workspaces.iter().find(|w| w.key() == key)

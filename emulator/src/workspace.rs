@@ -316,7 +316,7 @@ pub(crate) fn async_operation_headers(ctx: &Ctx, world: &World, response: Respon
         ctx.api_version()
     );
     let response = with_header(response, "azure-asyncoperation", &url);
-    let response = with_header(response, "x-ms-async-operation-timeout", "PT1H");
+    let response = with_header(response, "x-ms-async-operation-timeout", &world.operation_timeout());
     with_header(response, "retry-after", &world.retry_after(10.0))
 }
 
@@ -330,7 +330,7 @@ pub(crate) fn location_headers(ctx: &Ctx, world: &World, response: Response, op:
         ctx.api_version()
     );
     let response = with_header(response, "location", &url);
-    let response = with_header(response, "x-ms-async-operation-timeout", "PT1H");
+    let response = with_header(response, "x-ms-async-operation-timeout", &world.operation_timeout());
     with_header(response, "retry-after", &world.retry_after(10.0))
 }
 

@@ -96,6 +96,14 @@ fn failure(target: &str, e: &azure::Error) -> Health {
             e.message()
         )
     };
+    if e.code() == Some("OperationTimedOut") {
+        return Health::stalled(
+            reasons::OPERATION_TIMED_OUT,
+            format!(
+                "Azure did not finish {what} within its operation timeout; check it in Azure ML studio, then re-apply or delete the resource"
+            ),
+        );
+    }
     let reason = match (quota, target == decide::ENDPOINT_TARGET) {
         (true, _) => reasons::QUOTA_EXCEEDED,
         (false, true) => reasons::AZURE_REJECTED,

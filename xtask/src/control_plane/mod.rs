@@ -203,6 +203,7 @@ pub struct ControlPlane {
     kubeconfig: Kubeconfig,
     kubeconfig_path: PathBuf,
     binaries: Binaries,
+    apiserver_args: Vec<String>,
 }
 
 impl ControlPlane {
@@ -276,6 +277,7 @@ impl ControlPlane {
             "--service-cluster-ip-range=10.96.0.0/16".to_string(),
             "--profiling=false".to_string(),
         ];
+        let apiserver_args = apiserver_args.to_vec();
         let apiserver = Server::spawn(
             "kube-apiserver",
             &binaries.kube_apiserver,
@@ -309,9 +311,37 @@ impl ControlPlane {
             kubeconfig,
             kubeconfig_path,
             binaries,
+            apiserver_args,
         };
         cp.wait_until_ready(opts.startup_timeout).await?;
         Ok(cp)
+    }
+
+    /// Stops kube-apiserver (SIGKILL, as a crashed control-plane node would) and starts it again on the
+    /// same port against the same etcd, waiting until it is ready. Clients keep their URL; their
+    /// connections and watches break and must recover.
+    pub async fn restart_apiserver(&mut self, limit: Duration) -> Result<()> {
+        let log = self.dir.path().join("kube-apiserver.log");
+        self.apiserver.stop();
+        let mut attempt = 1;
+        loop {
+            self.apiserver = Server::spawn(
+                "kube-apiserver",
+                &self.binaries.kube_apiserver,
+                &self.apiserver_args,
+                log.clone(),
+                None,
+            )?;
+            match self.wait_until_ready(limit).await {
+                // The killed server may still hold the port for a moment.
+                Err(_) if attempt < PORT_RACE_ATTEMPTS => {
+                    attempt += 1;
+                    self.apiserver.stop();
+                    sleep(Duration::from_millis(500)).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Polls `/readyz` as admin until it answers `ok`, failing early if either server exits.

@@ -118,8 +118,9 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
+impl Server {
+    /// Stops the server and its watchdog; idempotent (dropping a stopped server does nothing more).
+    pub fn stop(&mut self) {
         drop(self.lifeline.take());
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
@@ -131,6 +132,12 @@ impl Drop for Server {
         // The watchdog's own child is stopped by its background part; this only ends the shell.
         let _ = self.watchdog.kill();
         let _ = self.watchdog.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -197,10 +197,15 @@ impl Operator {
         format!("--- operator {} log tail ({}) ---\n{tail}", self.identity, self.log.display())
     }
 
-    /// Panics (with the log) if the process has exited.
+    /// Panics (with the log) if the process has exited, or at once if the API server refused it
+    /// something: the chart's RBAC does not change at run time, so a 403 never heals by retrying.
     fn assert_alive(&mut self) {
         if let Some(status) = self.child.try_wait().expect("try_wait") {
             panic!("operator {} exited ({status})\n{}", self.identity, self.log_tail());
+        }
+        let log = fs::read_to_string(&self.log).unwrap_or_default();
+        if let Some(refused) = log.lines().find(|l| l.contains("Forbidden")) {
+            panic!("the chart's RBAC refused operator {} something:\n{refused}", self.identity);
         }
     }
 
@@ -365,8 +370,7 @@ async fn workflow_runs_under_the_charts_rbac() {
         assert!(Instant::now() < deadline, "the OnlineEndpoint was not removed\n{}", operator.log_tail());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let log = fs::read_to_string(&operator.log).unwrap_or_default();
-    assert!(!log.contains("forbidden"), "the operator was refused something:\n{}", operator.log_tail());
+    operator.assert_alive();
     drop(emulator);
 }
 

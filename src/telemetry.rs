@@ -22,6 +22,13 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => {
             registry.with(fmt::layer().json().flatten_event(true).with_current_span(false)).try_init()
         }
-        LogFormat::Text => registry.with(fmt::layer().with_target(false)).try_init(),
+        // Colour only on a terminal, so logs redirected to a file stay plain text.
+        LogFormat::Text => registry
+            .with(
+                fmt::layer()
+                    .with_target(false)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
+            )
+            .try_init(),
     };
 }

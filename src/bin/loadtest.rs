@@ -30,7 +30,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
 use serde_json::{Value, json};
 
-type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Result<T, E = BoxError> = std::result::Result<T, E>;
 
 /// ARM's read bucket refill (Azure's figure, also the emulator's default).
 const ARM_READ_REFILL_PER_SEC: f64 = 25.0;
@@ -73,7 +74,18 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    // On Ctrl-C the run is dropped, which kills every child process it started.
+    let interrupted = async {
+        let _ = tokio::signal::ctrl_c().await;
+        Err::<(), BoxError>("interrupted".into())
+    };
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = run(cli) => r,
+            r = interrupted => r,
+        }
+    });
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -421,7 +421,9 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .modify(super::finetunejob::cache::trim_for_store)
         .reflect(writer)
         .applied_objects();
-    let controller = Controller::for_stream(stream, reader);
+    let controller = Controller::for_stream(stream, reader).with_config(
+        controller::Config::default().concurrency(super::finetunejob::MAX_CONCURRENT_RECONCILES),
+    );
     let by_job = controller.store();
     let by_workspace = controller.store();
     controller

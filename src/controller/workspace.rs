@@ -8,7 +8,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -193,7 +193,9 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .modify(super::finetunejob::cache::trim_for_store)
         .reflect(writer)
         .applied_objects();
-    let controller = Controller::for_stream(stream, reader);
+    let controller = Controller::for_stream(stream, reader).with_config(
+        controller::Config::default().concurrency(super::finetunejob::MAX_CONCURRENT_RECONCILES),
+    );
     let store = controller.store();
     controller
         // A changed Secret re-checks the Workspaces that name it (a rotated client secret or CA bundle).

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
 use super::connection::{Connection, connect};
@@ -414,7 +414,16 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         ),
         None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
     };
-    let controller = Controller::new(mregs, watcher::Config::default().any_semantic());
+    // Trimmed before the store: the cache holds every ModelRegistration for the operator's lifetime.
+    let (reader, writer) = reflector::store();
+    let stream = watcher(mregs, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(super::finetunejob::cache::trim_for_store)
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(stream, reader).with_config(
+        controller::Config::default().concurrency(super::finetunejob::MAX_CONCURRENT_RECONCILES),
+    );
     let by_job = controller.store();
     let by_workspace = controller.store();
     controller

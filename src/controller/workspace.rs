@@ -8,9 +8,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
 use super::connection::{ConfigProblem, connection_config};
@@ -186,7 +186,16 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         ),
         None => (Api::<Workspace>::all(ctx.client.clone()), Api::<Secret>::all(ctx.client.clone())),
     };
-    let controller = Controller::new(workspaces, watcher::Config::default().any_semantic());
+    // Trimmed before the store, as the other kinds are.
+    let (reader, writer) = reflector::store();
+    let stream = watcher(workspaces, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(super::finetunejob::cache::trim_for_store)
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(stream, reader).with_config(
+        controller::Config::default().concurrency(super::finetunejob::MAX_CONCURRENT_RECONCILES),
+    );
     let store = controller.store();
     controller
         // A changed Secret re-checks the Workspaces that name it (a rotated client secret or CA bundle).

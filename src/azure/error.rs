@@ -340,6 +340,27 @@ fn credential_class(source: &azure_core::Error) -> ErrorClass {
     if text.contains("AADSTS") {
         return ErrorClass::Auth;
     }
+    // azure_identity wraps the token endpoint's HTTP failure in a `Credential` error: classify by the
+    // innermost HTTP or transport error found in the chain.
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(source);
+    while let Some(e) = cur {
+        if let Some(inner) = e.downcast_ref::<azure_core::Error>() {
+            match inner.kind() {
+                ErrorKind::Connection | ErrorKind::Io => return ErrorClass::Transient { retry_after: None },
+                ErrorKind::HttpResponse { status, .. } => {
+                    let status = u16::from(*status);
+                    if status == 429 {
+                        return ErrorClass::Throttled { retry_after: None };
+                    }
+                    if status >= 500 || status == 408 {
+                        return ErrorClass::Transient { retry_after: None };
+                    }
+                }
+                _ => {}
+            }
+        }
+        cur = e.source();
+    }
     match source.kind() {
         ErrorKind::Connection | ErrorKind::Io => ErrorClass::Transient { retry_after: None },
         ErrorKind::HttpResponse { status, .. } => {
@@ -352,12 +373,35 @@ fn credential_class(source: &azure_core::Error) -> ErrorClass {
                 ErrorClass::Auth
             }
         }
-        // A reqwest failure inside the credential's pipeline (connection refused, timeout).
-        _ if text.contains("error sending request") || text.contains("connect") => {
-            ErrorClass::Transient { retry_after: None }
-        }
+        // A reqwest failure inside the credential's pipeline (connection refused, reset, timeout), or a
+        // token endpoint answering 5xx/429 that the credential reports without an HTTP kind.
+        _ if looks_transient(&text) => ErrorClass::Transient { retry_after: None },
         _ => ErrorClass::Auth,
     }
+}
+
+/// Words of a failure that a later try may not meet: network trouble and server-side status codes.
+fn looks_transient(text: &str) -> bool {
+    const HINTS: [&str; 16] = [
+        "error sending request",
+        "connect",
+        "connection",
+        "reset",
+        "broken pipe",
+        "unexpected eof",
+        "timed out",
+        "timeout",
+        " 500",
+        " 502",
+        " 503",
+        " 504",
+        " 429",
+        "service unavailable",
+        "bad gateway",
+        "too many requests",
+    ];
+    let lower = text.to_ascii_lowercase();
+    HINTS.iter().any(|h| lower.contains(h))
 }
 
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
@@ -571,5 +615,27 @@ mod tests {
         assert_eq!(message, "<html>Bad Gateway</html>");
         let long = vec![b'x'; 5000];
         assert!(parse_error_body(&long).1.len() < 1100);
+    }
+}
+
+#[cfg(test)]
+mod credential_text_tests {
+    use super::looks_transient;
+
+    /// Token endpoint outages reported as text (no HTTP kind) are retried, not taken for bad credentials.
+    #[test]
+    fn outages_in_credential_errors_are_transient() {
+        for text in [
+            "ClientSecretCredential authentication failed: error sending request for url",
+            "server responded with status 503 Service Unavailable",
+            "connection closed before message completed",
+            "operation timed out",
+        ] {
+            assert!(looks_transient(text), "{text}");
+        }
+        for text in ["AADSTS7000215: Invalid client secret provided.", "invalid_client", "missing client id"]
+        {
+            assert!(!looks_transient(text), "{text}");
+        }
     }
 }

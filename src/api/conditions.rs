@@ -24,7 +24,6 @@ pub mod reasons {
     pub const WORKSPACE_MISSING: &str = "WorkspaceMissing";
     pub const AZURE_REJECTED: &str = "AzureRejected";
     pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
-    pub const TRANSIENT_ERROR: &str = "TransientError";
     pub const DELETING: &str = "Deleting";
     pub const DELETE_FAILED: &str = "DeleteFailed";
     pub const OPERATION_TIMED_OUT: &str = "OperationTimedOut";
@@ -38,7 +37,6 @@ pub mod reasons {
     pub const CONNECTED: &str = "Connected";
 
     // FineTuneJob.
-    pub const VALIDATING: &str = "Validating";
     pub const MODEL_NOT_FOUND: &str = "ModelNotFound";
     pub const MODEL_ARCHIVED: &str = "ModelArchived";
     pub const COMPONENT_NOT_FOUND: &str = "ComponentNotFound";
@@ -58,7 +56,6 @@ pub mod reasons {
     // ModelRegistration.
     pub const WAITING_FOR_SOURCE: &str = "WaitingForSource";
     pub const SOURCE_FAILED: &str = "SourceFailed";
-    pub const SOURCE_NOT_FOUND: &str = "SourceNotFound";
     pub const VERSION_CONFLICT: &str = "VersionConflict";
     pub const REGISTERED: &str = "Registered";
 

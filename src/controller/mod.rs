@@ -207,6 +207,24 @@ pub fn truncate(text: &str, max: usize) -> String {
     format!("{}...", &text[..end])
 }
 
+/// The objects in `store` that name the Workspace `ws`: what a Workspace change must wake up.
+pub fn naming_workspace<K>(
+    store: &kube::runtime::reflector::Store<K>,
+    ws: &crate::api::Workspace,
+    workspace_ref: impl Fn(&K) -> &crate::api::WorkspaceRef,
+) -> Vec<kube::runtime::reflector::ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (ns, name) = (ws.namespace(), ws.name_any());
+    store
+        .state()
+        .into_iter()
+        .filter(|o| o.namespace() == ns && workspace_ref(o).name == name)
+        .map(|o| kube::runtime::reflector::ObjectRef::from_obj(&*o))
+        .collect()
+}
+
 /// True when the user asked the operator to let go of the resource without touching Azure
 /// (annotation `azureml-operator.io/reconcile-policy: detach`).
 pub fn is_detached<K: Resource>(obj: &K) -> bool {

@@ -441,13 +441,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
                 .collect::<Vec<_>>()
         })
         .watches(workspaces, watcher::Config::default().any_semantic(), move |ws: Workspace| {
-            let (ns, name) = (ws.namespace(), ws.name_any());
-            by_workspace
-                .state()
-                .into_iter()
-                .filter(|m| m.namespace() == ns && m.spec.workspace_ref.name == name)
-                .map(|m| ObjectRef::from_obj(&*m))
-                .collect::<Vec<_>>()
+            super::naming_workspace(&by_workspace, &ws, |o| &o.spec.workspace_ref)
         })
         .shutdown_on_signal()
         .run(reconcile, |m, e, ctx| super::error_policy(KIND, &*m, e, &ctx), ctx)

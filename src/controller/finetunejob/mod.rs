@@ -17,7 +17,7 @@ use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
 
@@ -764,13 +764,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     controller
         // A Workspace turning Ready (or changing) re-checks the jobs that name it.
         .watches(workspaces, watcher::Config::default().any_semantic(), move |ws: Workspace| {
-            let (ns, name) = (ws.namespace(), ws.name_any());
-            by_workspace
-                .state()
-                .into_iter()
-                .filter(|f| f.namespace() == ns && f.spec.workspace_ref.name == name)
-                .map(|f| ObjectRef::from_obj(&*f))
-                .collect::<Vec<_>>()
+            super::naming_workspace(&by_workspace, &ws, |o| &o.spec.workspace_ref)
         })
         .shutdown_on_signal()
         .run(

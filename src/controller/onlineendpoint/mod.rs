@@ -998,13 +998,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
                 .collect::<Vec<_>>()
         })
         .watches(workspaces, watcher::Config::default().any_semantic(), move |ws: Workspace| {
-            let (ns, name) = (ws.namespace(), ws.name_any());
-            by_workspace
-                .state()
-                .into_iter()
-                .filter(|oe| oe.namespace() == ns && oe.spec.workspace_ref.name == name)
-                .map(|oe| ObjectRef::from_obj(&*oe))
-                .collect::<Vec<_>>()
+            super::naming_workspace(&by_workspace, &ws, |o| &o.spec.workspace_ref)
         })
         .shutdown_on_signal()
         .run(reconcile, |oe, e, ctx| super::error_policy(KIND, &*oe, e, &ctx), ctx)

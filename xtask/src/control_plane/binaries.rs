@@ -114,21 +114,29 @@ pub fn ensure_binaries() -> Result<Binaries> {
          (once per version; takes several minutes)",
         dir.display()
     );
-    let hack = hack_dir();
-    let version_flags = kubernetes_version_ldflags();
-    go_build(
-        &hack.join("k8s"),
-        &version_flags,
-        &staging,
-        &["k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kubectl"],
-    )?;
-    go_build(&hack.join("etcd"), "", &staging.join("etcd"), &["go.etcd.io/etcd/server/v3"])?;
+    let built = build_into(&staging);
+    if built.is_err() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    built?;
 
     if dir.exists() {
         fs::remove_dir_all(&dir).map_err(Error::io("remove the incomplete cache", &dir))?;
     }
     fs::rename(&staging, &dir).map_err(Error::io("move the build into the cache", &dir))?;
     Ok(binaries)
+}
+
+/// Builds all three binaries into `dir`.
+fn build_into(dir: &Path) -> Result<()> {
+    let hack = hack_dir();
+    go_build(
+        &hack.join("k8s"),
+        &kubernetes_version_ldflags(),
+        dir,
+        &["k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kubectl"],
+    )?;
+    go_build(&hack.join("etcd"), "", &dir.join("etcd"), &["go.etcd.io/etcd/server/v3"])
 }
 
 /// [`ensure_binaries`] on a blocking thread, for async callers.
@@ -152,6 +160,10 @@ fn kubernetes_version_ldflags() -> String {
 /// Runs `go build` in `module` for `packages`, writing to `output` (a directory when it ends in
 /// a path separator for several packages, else the binary's path).
 fn go_build(module: &Path, extra_ldflags: &str, output: &Path, packages: &[&str]) -> Result<()> {
+    // Checked first: spawning in a missing directory also fails with NotFound, which would
+    // otherwise read as "go is not installed".
+    let go_mod = module.join("go.mod");
+    fs::metadata(&go_mod).map_err(Error::io("find the pinned Go module", &go_mod))?;
     let mut out = output.as_os_str().to_owned();
     if packages.len() > 1 {
         // `go build -o dir/` writes one binary per package into dir.
@@ -237,6 +249,15 @@ mod tests {
         }
         let etcd = read("etcd");
         assert_eq!(required(&etcd, "go.etcd.io/etcd/server/v3").as_deref(), Some(ETCD_VERSION));
+    }
+
+    /// A missing module directory is reported as such, not as a missing `go`.
+    #[test]
+    fn a_missing_module_is_not_reported_as_missing_go() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let error =
+            go_build(&dir.path().join("nope"), "", dir.path(), &["example.com/x"]).expect_err("fails");
+        assert!(matches!(&error, Error::Io { action: "find the pinned Go module", .. }), "{error}");
     }
 
     #[test]

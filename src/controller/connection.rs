@@ -1,7 +1,12 @@
 //! From a `Workspace` resource (and the Secrets it names) to an Azure ML workspace client.
 //!
 //! Secrets are read from the Workspace's own namespace only, so a resource can never borrow another
-//! namespace's credentials.
+//! namespace's credentials. Dependent resources reuse what was read for a short while (`Policy::secret_reuse`),
+//! so a pass costs one Workspace read instead of three API calls.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -186,8 +191,15 @@ pub async fn connect(ctx: &Context, namespace: &str, ws_ref: &WorkspaceRef) -> R
             ),
         )));
     }
-    let config = match connection_config(&ctx.client, &ws).await? {
-        Ok(c) => c,
+    let config = match ctx.connections.get(&ws, ctx.policy.secret_reuse()) {
+        Some(c) => Ok(c),
+        None => connection_config(&ctx.client, &ws).await?,
+    };
+    let config = match config {
+        Ok(c) => {
+            ctx.connections.put(&ws, &c);
+            c
+        }
         Err(p) => {
             return Ok(Connection::Unavailable(Health::progressing(
                 reasons::WORKSPACE_NOT_READY,
@@ -197,4 +209,100 @@ pub async fn connect(ctx: &Context, namespace: &str, ws_ref: &WorkspaceRef) -> R
     };
     let client = ctx.azure.workspace(&config).map_err(Error::azure("open workspace client"))?;
     Ok(Connection::Ready { client, workspace: Box::new(ws) })
+}
+
+/// Connection settings last built for each Workspace, so the dependents of a Ready Workspace do not
+/// read its Secrets on every pass. An entry is used only for the same Workspace object at the same
+/// resourceVersion and for a bounded time, so a spec edit takes effect at once and a rotated Secret
+/// within that time.
+#[derive(Debug, Default)]
+pub struct ConfigCache {
+    entries: Mutex<HashMap<(String, String), CachedConfig>>,
+}
+
+#[derive(Debug)]
+struct CachedConfig {
+    uid: Option<String>,
+    resource_version: Option<String>,
+    read_at: Instant,
+    config: ConnectionConfig,
+}
+
+/// Most Workspaces remembered; past it the cache starts over (a re-read costs two Secret GETs).
+const CONFIG_CACHE_LIMIT: usize = 256;
+
+impl ConfigCache {
+    /// The settings built for this very Workspace object within `max_age`.
+    pub fn get(&self, ws: &Workspace, max_age: Duration) -> Option<ConnectionConfig> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(&(ws.namespace().unwrap_or_default(), ws.name_any()))
+            .filter(|c| {
+                c.uid == ws.metadata.uid
+                    && c.resource_version == ws.metadata.resource_version
+                    && c.read_at.elapsed() < max_age
+            })
+            .map(|c| c.config.clone())
+    }
+
+    /// Remembers the settings built for `ws` now (kept unchanged if already remembered for it).
+    pub fn put(&self, ws: &Workspace, config: &ConnectionConfig) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (ws.namespace().unwrap_or_default(), ws.name_any());
+        if let Some(c) = entries.get(&key)
+            && c.uid == ws.metadata.uid
+            && c.resource_version == ws.metadata.resource_version
+            && &c.config == config
+        {
+            return;
+        }
+        if entries.len() >= CONFIG_CACHE_LIMIT {
+            entries.clear();
+        }
+        entries.insert(
+            key,
+            CachedConfig {
+                uid: ws.metadata.uid.clone(),
+                resource_version: ws.metadata.resource_version.clone(),
+                read_at: Instant::now(),
+                config: config.clone(),
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::WorkspaceSpec;
+
+    fn ws(uid: &str, resource_version: &str) -> Workspace {
+        let spec: WorkspaceSpec = serde_json::from_value(serde_json::json!({
+            "subscriptionId": "00000000-0000-0000-0000-000000000001",
+            "resourceGroup": "rg",
+            "workspaceName": "ws1",
+        }))
+        .expect("spec");
+        let mut ws = Workspace::new("default", spec);
+        ws.metadata.namespace = Some("team".into());
+        ws.metadata.uid = Some(uid.into());
+        ws.metadata.resource_version = Some(resource_version.into());
+        ws
+    }
+
+    /// Settings are reused only for the same Workspace object at the same resourceVersion, and not
+    /// after `max_age`: a spec edit or a re-created Workspace is read again at once.
+    #[test]
+    fn cached_settings_follow_the_workspace_object() {
+        let cache = ConfigCache::default();
+        let a = ws("uid-1", "10");
+        let config = build_config(&a, None, None).expect("config");
+        let long = Duration::from_secs(60);
+        assert!(cache.get(&a, long).is_none());
+        cache.put(&a, &config);
+        assert_eq!(cache.get(&a, long), Some(config.clone()));
+        assert!(cache.get(&ws("uid-1", "11"), long).is_none(), "edited Workspace");
+        assert!(cache.get(&ws("uid-2", "10"), long).is_none(), "re-created Workspace");
+        assert!(cache.get(&a, Duration::ZERO).is_none(), "too old");
+    }
 }

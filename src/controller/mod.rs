@@ -2,6 +2,7 @@
 //! acts (at most one Azure mutation per pass) and reports status.
 
 pub mod connection;
+pub mod events;
 pub mod finetunejob;
 pub mod modelregistration;
 pub mod onlineendpoint;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -23,6 +24,7 @@ use serde::de::DeserializeOwned;
 use crate::api::conditions::{self, Health};
 use crate::azure::{self, AzureMl};
 use crate::metrics::Metrics;
+use events::EventPublisher;
 use policy::{FailureCounter, Policy};
 
 /// Field manager of every write the operator makes.
@@ -38,10 +40,12 @@ pub struct Context {
     pub policy: Policy,
     /// Operator metrics.
     pub metrics: Arc<Metrics>,
-    /// Event recorder.
-    pub recorder: Recorder,
+    /// Event publisher.
+    pub recorder: EventPublisher,
     /// Consecutive failures per object, for per-object backoff.
     pub failures: FailureCounter,
+    /// Workspace connection settings recently read, shared by the dependent controllers.
+    pub connections: connection::ConfigCache,
 }
 
 /// Errors of the reconcile shells. Expected outcomes (a bad spec, Azure refusing a request) are not
@@ -236,19 +240,20 @@ pub fn is_detached<K: Resource>(obj: &K) -> bool {
 }
 
 impl Context {
-    /// A context with a fresh event recorder.
+    /// A context with a fresh event publisher.
     pub fn new(client: Client, azure: AzureMl, policy: Policy, metrics: Arc<Metrics>) -> Self {
         let reporter = kube::runtime::events::Reporter {
             controller: FIELD_MANAGER.to_owned(),
             instance: std::env::var("POD_NAME").ok(),
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: EventPublisher::new(client.clone(), reporter),
             client,
             azure,
             policy,
             metrics,
             failures: FailureCounter::default(),
+            connections: connection::ConfigCache::default(),
         }
     }
 }

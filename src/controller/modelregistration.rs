@@ -219,7 +219,7 @@ async fn apply(mreg: Arc<ModelRegistration>, ctx: &Context) -> Result<Action> {
         Connection::Ready { client, .. } => client,
         Connection::Unavailable(health) => {
             report(&mreg, ctx, &old, health, Pinned::default()).await?;
-            return Ok(Action::requeue(ctx.policy.dependency_wait()));
+            return Ok(Action::requeue(ctx.policy.workspace_wait()));
         }
     };
     let source = observe_source(&mreg, ctx, &ns).await?;

@@ -29,8 +29,10 @@ pub struct Policy {
     pub operation_poll: Duration,
     /// Shortest wait honoured for a `Retry-After`, so a zero does not spin.
     pub retry_after_floor: Duration,
-    /// Re-check of something we wait on outside Azure (a referenced resource not yet ready).
+    /// Re-check of something we wait on outside Azure that no watch reports (a referenced resource not yet ready).
     pub dependency_wait: Duration,
+    /// How long the connection settings read from a Workspace's Secrets are reused by its dependents.
+    pub secret_reuse: Duration,
     /// First retry after an error; doubles per consecutive failure.
     pub backoff_base: Duration,
     /// Longest retry interval after errors.
@@ -52,6 +54,7 @@ impl Default for Policy {
             operation_poll: Duration::from_secs(15),
             retry_after_floor: Duration::from_secs(1),
             dependency_wait: Duration::from_secs(30),
+            secret_reuse: Duration::from_secs(60),
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
             arm_read_refill_per_sec: 25.0,
@@ -80,6 +83,18 @@ impl Policy {
 
     pub fn dependency_wait(&self) -> Duration {
         self.s(self.dependency_wait)
+    }
+
+    pub fn secret_reuse(&self) -> Duration {
+        self.s(self.secret_reuse)
+    }
+
+    /// Re-check of a resource waiting for its Workspace. The controllers watch Workspaces and wake the
+    /// resources naming one when it changes, so this is only a safety net: at the resync interval, not
+    /// `dependency_wait`, because thousands of resources waiting on one Workspace would otherwise fill
+    /// the work queue with passes that find nothing new, and new resources would queue behind them.
+    pub fn workspace_wait(&self) -> Duration {
+        self.resync()
     }
 
     /// When to poll a long-running operation again: Azure's `Retry-After` if it gave one, else our default.

@@ -442,7 +442,7 @@ async fn apply(
                 status.phase = Phase::Pending;
             }
             report(&ftj, ctx, &old, Outcome { status, health }).await?;
-            return Ok(Action::requeue(ctx.policy.dependency_wait()));
+            return Ok(Action::requeue(ctx.policy.workspace_wait()));
         }
     };
     let job_name = old.job_name.clone().unwrap_or_else(|| params::job_name(&ns, &ftj.name_any(), &uid));

@@ -9,13 +9,9 @@
 
 mod support;
 
-use std::{
-    collections::BTreeMap,
-    fs,
-    path::PathBuf,
-    process::{Command, Output},
-    sync::OnceLock,
-};
+use support::chart::{apply_all, chart_dir, run_helm, set_args, template, try_template};
+
+use std::{collections::BTreeMap, fs, path::PathBuf};
 
 use k8s_openapi::api::{
     authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec},
@@ -26,13 +22,11 @@ use kube::{
     Api, Client, ResourceExt,
     api::{
         ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-        PostParams, ValidationDirective,
+        PostParams,
     },
-    discovery::{self, Scope},
 };
 use serde_json::{Value, json};
 
-const CHART: &str = "charts/azureml-operator";
 /// The operator's kinds and their plurals.
 const KINDS: [(&str, &str); 4] = [
     ("Workspace", "workspaces"),
@@ -40,50 +34,6 @@ const KINDS: [(&str, &str); 4] = [
     ("ModelRegistration", "modelregistrations"),
     ("OnlineEndpoint", "onlineendpoints"),
 ];
-
-fn chart_dir() -> PathBuf {
-    support::repo_root().join(CHART)
-}
-
-/// The pinned helm binary, built into the cache on first use by `hack/helm/build.sh`.
-fn helm() -> &'static PathBuf {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let script = support::repo_root().join("hack/helm/build.sh");
-        let out = Command::new("bash").arg(&script).output().expect("run hack/helm/build.sh");
-        assert!(out.status.success(), "hack/helm/build.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        assert!(path.is_file(), "hack/helm/build.sh printed {}, which is not a file", path.display());
-        path
-    })
-}
-
-fn run_helm(args: &[&str]) -> Output {
-    Command::new(helm()).args(args).output().expect("run helm")
-}
-
-fn set_args(sets: &[&str]) -> Vec<String> {
-    sets.iter().flat_map(|s| ["--set".to_string(), s.to_string()]).collect()
-}
-
-/// `helm template` of the chart as release `release` in `namespace`; the documents, or helm's error.
-fn try_template(release: &str, namespace: &str, sets: &[&str]) -> Result<Vec<Value>, String> {
-    let chart = chart_dir();
-    let mut args = vec!["template", release, chart.to_str().expect("utf-8 path"), "--namespace", namespace];
-    let sets = set_args(sets);
-    args.extend(sets.iter().map(String::as_str));
-    let out = run_helm(&args);
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    let stdout = String::from_utf8(out.stdout).expect("utf-8 output");
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&stdout).expect("helm template output is YAML");
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
-}
-
-fn template(release: &str, namespace: &str, sets: &[&str]) -> Vec<Value> {
-    try_template(release, namespace, sets).unwrap_or_else(|e| panic!("helm template {sets:?} failed:\n{e}"))
-}
 
 fn kinds(docs: &[Value]) -> Vec<String> {
     let mut kinds: Vec<String> =
@@ -372,35 +322,6 @@ fn bad_values_are_refused() {
     );
 }
 
-/// The API server resolves and applies every rendered document with server-side apply and strict
-/// field validation (a misspelt field fails).
-async fn apply_all(client: &Client, docs: &[Value]) {
-    let params = PatchParams {
-        field_validation: Some(ValidationDirective::Strict),
-        ..PatchParams::apply("chart-test").force()
-    };
-    for doc in docs {
-        let api_version = doc["apiVersion"].as_str().expect("apiVersion");
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let gvk = GroupVersionKind::gvk(group, version, doc["kind"].as_str().expect("kind"));
-        let (resource, caps) = discovery::pinned_kind(client, &gvk)
-            .await
-            .unwrap_or_else(|e| panic!("the API server does not serve {gvk:?}: {e}"));
-        let api: Api<DynamicObject> = match caps.scope {
-            Scope::Cluster => Api::all_with(client.clone(), &resource),
-            Scope::Namespaced => Api::namespaced_with(
-                client.clone(),
-                doc["metadata"]["namespace"].as_str().expect("namespaced document without a namespace"),
-                &resource,
-            ),
-        };
-        let name = doc["metadata"]["name"].as_str().expect("name");
-        api.patch(name, &params, &Patch::Apply(doc))
-            .await
-            .unwrap_or_else(|e| panic!("applying {} {name} failed: {e}", gvk.kind));
-    }
-}
-
 /// Asks the API server whether the client's user may do `verb` on `resource`.
 async fn can(
     client: &Client,
@@ -472,7 +393,7 @@ async fn cluster_mode_rbac_allows_the_operator_and_nothing_more() {
     let admin = support::client().await;
     let ns = support::test_namespace("chart-cluster").await;
     let users = support::test_namespace("chart-users").await;
-    apply_all(&admin, &template("aml-cluster", &ns, &[])).await;
+    apply_all(&admin, &template("aml-cluster", &ns, &[]), "chart-test").await;
     let sa = "aml-cluster-azureml-operator";
     let operator =
         support::cluster().await.service_account_client(&ns, sa).await.expect("ServiceAccount client");
@@ -616,7 +537,7 @@ async fn namespaced_mode_rbac_stays_in_the_watched_namespace() {
     let watched = support::test_namespace("chart-watched").await;
     let other = support::test_namespace("chart-other").await;
     let docs = template("aml-ns", &ns, &[&format!("watchNamespace={watched}")]);
-    apply_all(&admin, &docs).await;
+    apply_all(&admin, &docs, "chart-test").await;
     let sa = "aml-ns-azureml-operator";
     let operator =
         support::cluster().await.service_account_client(&ns, sa).await.expect("ServiceAccount client");
@@ -660,7 +581,7 @@ async fn namespaced_mode_rbac_stays_in_the_watched_namespace() {
 async fn optional_resources_apply() {
     let admin = support::client().await;
     let ns = support::test_namespace("chart-optional").await;
-    apply_all(&admin, &template("aml-ha", &ns, &["replicas=2"])).await;
+    apply_all(&admin, &template("aml-ha", &ns, &["replicas=2"]), "chart-test").await;
     let deployment = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(admin.clone(), &ns)
         .get("aml-ha-azureml-operator")
         .await

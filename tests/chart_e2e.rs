@@ -8,12 +8,13 @@
 
 mod support;
 
+use support::chart::{apply_all, template};
+
 use std::{
     fs,
     net::TcpListener,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    sync::OnceLock,
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -21,15 +22,10 @@ use azureml_emulator::{Config as EmulatorConfig, Emulator, RunningEmulator};
 use k8s_openapi::api::{coordination::v1::Lease, core::v1::Secret};
 use kube::{
     Api, Client,
-    api::{
-        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-        ValidationDirective,
-    },
-    discovery::{self, Scope},
+    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams},
 };
 use serde_json::{Value, json};
 
-const CHART: &str = "charts/azureml-operator";
 /// How much faster than Azure the emulator runs.
 const EMULATOR_TIME_SCALE: f64 = 600.0;
 /// The operator's intervals, scaled to match the emulator.
@@ -38,62 +34,6 @@ const INTERVAL_SCALE: &str = "0.01";
 const READY_TIMEOUT: Duration = Duration::from_secs(240);
 /// The operator's lease duration and grace (src/main.rs) plus a margin for a loaded machine.
 const TAKEOVER_LIMIT: Duration = Duration::from_secs(40);
-
-/// The pinned helm binary, built into the cache on first use by `hack/helm/build.sh`.
-fn helm() -> &'static PathBuf {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let script = support::repo_root().join("hack/helm/build.sh");
-        let out = Command::new("bash").arg(&script).output().expect("run hack/helm/build.sh");
-        assert!(out.status.success(), "hack/helm/build.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        assert!(path.is_file(), "hack/helm/build.sh printed {}, which is not a file", path.display());
-        path
-    })
-}
-
-/// `helm template` of the chart as release `release` in `namespace`, as parsed documents.
-fn template(release: &str, namespace: &str, sets: &[String]) -> Vec<Value> {
-    let chart = support::repo_root().join(CHART);
-    let mut args: Vec<String> =
-        ["template", release, chart.to_str().expect("utf-8 path"), "--namespace", namespace]
-            .map(str::to_string)
-            .to_vec();
-    args.extend(sets.iter().flat_map(|s| ["--set".to_string(), s.clone()]));
-    let out: Output = Command::new(helm()).args(&args).output().expect("run helm");
-    assert!(out.status.success(), "helm template {sets:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8(out.stdout).expect("utf-8 output");
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&stdout).expect("helm template output is YAML");
-    docs.into_iter().filter(|d| !d.is_null()).collect()
-}
-
-/// Applies every rendered document with server-side apply and strict field validation.
-async fn apply_all(client: &Client, docs: &[Value]) {
-    let params = PatchParams {
-        field_validation: Some(ValidationDirective::Strict),
-        ..PatchParams::apply("chart-e2e").force()
-    };
-    for doc in docs {
-        let api_version = doc["apiVersion"].as_str().expect("apiVersion");
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let gvk = GroupVersionKind::gvk(group, version, doc["kind"].as_str().expect("kind"));
-        let (resource, caps) = discovery::pinned_kind(client, &gvk)
-            .await
-            .unwrap_or_else(|e| panic!("the API server does not serve {gvk:?}: {e}"));
-        let api: Api<DynamicObject> = match caps.scope {
-            Scope::Cluster => Api::all_with(client.clone(), &resource),
-            Scope::Namespaced => Api::namespaced_with(
-                client.clone(),
-                doc["metadata"]["namespace"].as_str().expect("namespaced document without a namespace"),
-                &resource,
-            ),
-        };
-        let name = doc["metadata"]["name"].as_str().expect("name");
-        api.patch(name, &params, &Patch::Apply(doc))
-            .await
-            .unwrap_or_else(|e| panic!("applying {} {name} failed: {e}", gvk.kind));
-    }
-}
 
 /// The chart installed namespace-scoped: release in `release_ns`, watching `watched`.
 struct Install {
@@ -114,8 +54,8 @@ impl Install {
         let admin = support::client().await;
         let release_ns = support::test_namespace(&format!("{release}-rel")).await;
         let watched = support::test_namespace(&format!("{release}-watched")).await;
-        let docs = template(release, &release_ns, &[format!("watchNamespace={watched}")]);
-        apply_all(&admin, &docs).await;
+        let docs = template(release, &release_ns, &[&format!("watchNamespace={watched}")]);
+        apply_all(&admin, &docs, "chart-e2e").await;
         let service_account = format!("{release}-azureml-operator");
         let cluster = support::cluster().await;
         let token =

@@ -70,4 +70,5 @@ pub async fn test_namespace(prefix: &str) -> String {
         .unwrap_or_else(|e| panic!("cannot create namespace {name}: {e}"));
     name
 }
+pub mod chart;
 pub mod operator;

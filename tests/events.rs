@@ -1,6 +1,6 @@
 //! The operator's Event publisher against a real API server: a transition is one `events.k8s.io/v1`
 //! Event naming the resource, a repeat continues that Event as a series, and another note (immutable
-//! on the API server) is another Event.
+//! on the API server) is another Event. Events are written in the background; `flush` waits for them.
 
 mod support;
 
@@ -42,8 +42,15 @@ async fn repeats_become_a_series_and_other_reasons_new_events() {
         ("QuotaExceeded", "no quota", EventType::Warning),
     ];
     for (reason, note, type_) in published {
-        publisher.publish(&event(reason, note, type_), &regarding).await.expect("publish");
+        publisher.send(event(reason, note, type_), regarding.clone());
+        // One at a time: a repeat is only a series once the first Event exists.
+        publisher.flush().await;
     }
+    // Many at once: all written by the time flush returns.
+    for i in 0..20 {
+        publisher.send(event("Burst", &format!("burst {i}"), EventType::Normal), regarding.clone());
+    }
+    publisher.flush().await;
 
     let events: Vec<K8sEvent> =
         Api::<K8sEvent>::namespaced(client, &ns).list(&ListParams::default()).await.expect("list").items;
@@ -59,6 +66,9 @@ async fn repeats_become_a_series_and_other_reasons_new_events() {
     assert_eq!(drift.reporting_instance.as_deref(), Some("pod-1"));
     let about = drift.regarding.as_ref().expect("regarding");
     assert_eq!((about.kind.as_deref(), about.name.as_deref()), (Some("ConfigMap"), Some("subject")));
+
+    let burst = events.iter().filter(|e| e.reason.as_deref() == Some("Burst")).count();
+    assert_eq!(burst, 20, "every queued Event is written before flush returns");
 
     let quota: Vec<&K8sEvent> =
         events.iter().filter(|e| e.reason.as_deref() == Some("QuotaExceeded")).collect();

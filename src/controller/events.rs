@@ -1,4 +1,13 @@
-//! Kubernetes Events (`events.k8s.io/v1`) with repeats folded into a series, in bounded memory.
+//! Kubernetes Events (`events.k8s.io/v1`) written in the background, with repeats folded into a series,
+//! in bounded memory.
+//!
+//! Reconcilers hand an Event to a bounded queue and go on, as client-go's recorder does: a new
+//! FineTuneJob reports four Events before its job is submitted, and waiting for each of them put four API
+//! round trips between the resource's creation and its first Azure request. A few writers drain the queue.
+//! When it is full (a bulk apply of thousands of resources outruns the API server's Event writes) new
+//! Events are dropped and counted, as client-go drops them: waiting would tie every reconcile to the pace
+//! of Event writes, and status conditions, not Events, are the record of what happened. The time of an
+//! Event is taken when it is sent, so Events written out of order still read in order.
 //!
 //! kube's `Recorder` keeps every Event it published for six minutes, whole, to fold repeats; a bulk apply
 //! of 10,000 resources (two Events each) made that cache the largest thing the operator held. The
@@ -7,7 +16,8 @@
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -16,12 +26,19 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Reporter};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// How long a published Event can still be continued as a series (what kube's recorder uses too).
 const SERIES_WINDOW: SignedDuration = SignedDuration::from_mins(6);
 
 /// Most Events remembered for series; past it the oldest is forgotten (its next repeat starts a new Event).
 const MAX_REMEMBERED: usize = 1024;
+
+/// Events waiting to be written; past it new ones are dropped.
+const QUEUE: usize = 1024;
+
+/// Events written at once.
+const WRITERS: usize = 8;
 
 /// What is kept of a published Event: enough to continue its series.
 #[derive(Clone, Debug)]
@@ -31,8 +48,95 @@ struct Recent {
     last: Timestamp,
 }
 
-/// Publishes Events for the operator's resources.
+/// An Event waiting to be written, and when it was sent.
+struct Pending {
+    event: Event,
+    regarding: ObjectReference,
+    at: Timestamp,
+}
+
+/// Work for the background writers.
+enum Job {
+    Write(Box<Pending>),
+    /// Answered once everything sent before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Sends Events for the operator's resources to the background writers.
+#[derive(Clone)]
 pub struct EventPublisher {
+    queue: mpsc::Sender<Job>,
+    /// Events dropped since the last one queued.
+    dropped: Arc<AtomicU64>,
+}
+
+impl EventPublisher {
+    /// A publisher reporting as `reporter`; its writers run on the current tokio runtime until every
+    /// clone of the publisher is dropped.
+    pub fn new(client: Client, reporter: Reporter) -> Self {
+        let (queue, jobs) = mpsc::channel(QUEUE);
+        let writer = Arc::new(EventWriter { client, reporter, recent: Mutex::default() });
+        tokio::spawn(drain(writer, jobs));
+        Self { queue, dropped: Arc::default() }
+    }
+
+    /// Queues an Event about `regarding`, or drops it when the queue is full. Never waits; failures to
+    /// write are logged, not returned: Events are informative.
+    pub fn send(&self, event: Event, regarding: ObjectReference) {
+        let job = Job::Write(Box::new(Pending { event, regarding, at: Timestamp::now() }));
+        match self.queue.try_send(job) {
+            Ok(()) => {
+                let dropped = self.dropped.swap(0, Ordering::Relaxed);
+                if dropped > 0 {
+                    tracing::warn!(dropped, "dropped Events while the event queue was full");
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::warn!("the event writers have stopped; event not written");
+            }
+        }
+    }
+
+    /// Waits until every Event sent before this call is written (or failed).
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.queue.send(Job::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// Hands queued Events to at most [`WRITERS`] concurrent writes.
+async fn drain(writer: Arc<EventWriter>, mut jobs: mpsc::Receiver<Job>) {
+    let slots = Arc::new(Semaphore::new(WRITERS));
+    while let Some(job) = jobs.recv().await {
+        match job {
+            Job::Write(pending) => {
+                let Pending { event, regarding, at } = *pending;
+                let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = writer.write(&event, &regarding, at).await {
+                        tracing::warn!(reason = %event.reason, error = %e, "could not write event");
+                    }
+                    drop(slot);
+                });
+            }
+            Job::Flush(done) => {
+                // Holding every slot means every write started before has ended.
+                let Ok(all) = slots.acquire_many(WRITERS as u32).await else { return };
+                drop(all);
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Writes Events to the API server.
+struct EventWriter {
     client: Client,
     reporter: Reporter,
     recent: Mutex<RecentEvents>,
@@ -64,17 +168,16 @@ impl RecentEvents {
     }
 }
 
-impl EventPublisher {
-    /// A publisher reporting as `reporter`.
-    pub fn new(client: Client, reporter: Reporter) -> Self {
-        Self { client, reporter, recent: Mutex::default() }
-    }
-
+impl EventWriter {
     /// Creates the Event, or continues its series when the same object, action, reason and note were
     /// reported within the series window (the API server keeps an Event's note immutable, so another note
     /// is another Event).
-    pub async fn publish(&self, ev: &Event, regarding: &ObjectReference) -> Result<(), kube::Error> {
-        let now = Timestamp::now();
+    async fn write(
+        &self,
+        ev: &Event,
+        regarding: &ObjectReference,
+        now: Timestamp,
+    ) -> Result<(), kube::Error> {
         let key = series_key(ev, regarding);
         let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".to_owned());
         let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);

@@ -40,8 +40,8 @@ pub struct Context {
     pub policy: Policy,
     /// Operator metrics.
     pub metrics: Arc<Metrics>,
-    /// Event publisher.
-    pub recorder: EventPublisher,
+    /// Event publisher (writes in the background).
+    pub events: EventPublisher,
     /// Consecutive failures per object, for per-object backoff.
     pub failures: FailureCounter,
     /// Workspace connection settings recently read, shared by the dependent controllers.
@@ -172,8 +172,8 @@ where
 }
 
 /// Publishes an Event when the outcome differs from what the old conditions said (a transition), never on
-/// a repeat. Failures to publish are logged, not fatal: events are informative.
-pub async fn publish_transition<K>(ctx: &Context, obj: &K, old: &[Condition], health: &Health)
+/// a repeat. It is written in the background; failures are logged, not fatal: events are informative.
+pub fn publish_transition<K>(ctx: &Context, obj: &K, old: &[Condition], health: &Health)
 where
     K: Resource<DynamicType = ()>,
 {
@@ -194,9 +194,7 @@ where
         action: "Reconcile".to_owned(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        tracing::warn!(error = %e, "could not publish event");
-    }
+    ctx.events.send(event, obj.object_ref(&()));
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary.
@@ -229,6 +227,35 @@ where
         .collect()
 }
 
+/// Adds `finalizer` to a live object that lacks it and returns the updated object, so the same pass goes
+/// on to apply it. kube's `finalizer` helper would add it and end the pass, and the next pass would wait
+/// for the watch to bring the object back: one round trip more between a resource's creation and its
+/// first Azure request. The patch carries the object's resourceVersion, so it fails rather than overwrite
+/// a concurrent change; on any failure the object is returned as it was and the helper's own path runs.
+pub async fn add_finalizer_early<K>(api: &Api<K>, finalizer: &str, obj: Arc<K>) -> Arc<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let meta = obj.meta();
+    let has = meta.finalizers.as_ref().is_some_and(|f| f.iter().any(|x| x == finalizer));
+    let (Some(name), Some(version)) = (meta.name.as_deref(), meta.resource_version.as_deref()) else {
+        return obj;
+    };
+    if has || meta.deletion_timestamp.is_some() {
+        return obj;
+    }
+    let mut finalizers = meta.finalizers.clone().unwrap_or_default();
+    finalizers.push(finalizer.to_owned());
+    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": version}});
+    match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(updated) => Arc::new(updated),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not add the finalizer early; the finalizer helper adds it");
+            obj
+        }
+    }
+}
+
 /// True when the user asked the operator to let go of the resource without touching Azure
 /// (annotation `azureml-operator.io/reconcile-policy: detach`).
 pub fn is_detached<K: Resource>(obj: &K) -> bool {
@@ -247,7 +274,7 @@ impl Context {
             instance: std::env::var("POD_NAME").ok(),
         };
         Self {
-            recorder: EventPublisher::new(client.clone(), reporter),
+            events: EventPublisher::new(client.clone(), reporter),
             client,
             azure,
             policy,

@@ -170,7 +170,7 @@ async fn write(
         observed_generation: generation,
         conditions,
     };
-    publish_transition(ctx, ws, &old.conditions, &health).await;
+    publish_transition(ctx, ws, &old.conditions, &health);
     if &status != old {
         patch_status(&ctx.client, ws, &status).await?;
     }

@@ -598,7 +598,7 @@ async fn submit(
             "applied the model's recommended values (model_specific_defaults) for: {}",
             sub.model_defaults_applied.join(", ")
         );
-        publish(ctx, ftj, EventType::Normal, "ModelDefaultsApplied", &note).await;
+        publish(ctx, ftj, EventType::Normal, "ModelDefaultsApplied", &note);
     }
     match client.create_pipeline_job(name, &sub.spec).await {
         Ok(job) => {
@@ -621,7 +621,7 @@ async fn submit(
     }
 }
 
-async fn publish(ctx: &Context, ftj: &FineTuneJob, type_: EventType, reason: &str, note: &str) {
+fn publish(ctx: &Context, ftj: &FineTuneJob, type_: EventType, reason: &str, note: &str) {
     let event = Event {
         type_,
         reason: reason.to_owned(),
@@ -629,9 +629,7 @@ async fn publish(ctx: &Context, ftj: &FineTuneJob, type_: EventType, reason: &st
         action: "Reconcile".to_owned(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &ftj.object_ref(&())).await {
-        tracing::warn!(error = %e, "could not publish event");
-    }
+    ctx.events.send(event, ftj.object_ref(&()));
 }
 
 /// Computes conditions, publishes transitions, and writes status only when it changed.
@@ -649,7 +647,7 @@ async fn report(
     if let Some(uid) = ftj.uid() {
         ctx.metrics.set_phase(KIND, &uid, Some(phase_name(status.phase)));
     }
-    publish_transition(ctx, ftj, &old.conditions, &health).await;
+    publish_transition(ctx, ftj, &old.conditions, &health);
     if status.phase != old.phase {
         let type_ = if matches!(status.phase, Phase::Failed | Phase::Canceled) {
             EventType::Warning
@@ -657,7 +655,7 @@ async fn report(
             EventType::Normal
         };
         let note = format!("phase {} -> {}", phase_name(old.phase), phase_name(status.phase));
-        publish(ctx, ftj, type_, phase_name(status.phase), &note).await;
+        publish(ctx, ftj, type_, phase_name(status.phase), &note);
     }
     if &status != old {
         patch_status(&ctx.client, ftj, &status).await?;
@@ -725,6 +723,7 @@ async fn reconcile(
     let ns = ftj.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<FineTuneJob> = Api::namespaced(ctx.client.clone(), &ns);
     let uid = ftj.uid().unwrap_or_default();
+    let ftj = super::add_finalizer_early(&api, FINALIZER, ftj).await;
     let action = finalizer(&api, FINALIZER, ftj, |event| async {
         match event {
             FinalizerEvent::Apply(f) => apply(f, &ctx, &store, &caches).await,

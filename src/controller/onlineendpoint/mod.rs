@@ -641,16 +641,15 @@ async fn report(
         };
         ctx.metrics.set_phase(KIND, &uid, Some(phase));
     }
-    publish_transition(ctx, oe, &old.conditions, &r.health).await;
+    publish_transition(ctx, oe, &old.conditions, &r.health);
     if &status != old {
         patch_status(&ctx.client, oe, &status).await?;
     }
     Ok(status)
 }
 
-/// One Event for everything put back in this pass: kube's recorder folds repeats of a reason into a
-/// series that keeps the first note, so separate events would hide all but one difference.
-async fn publish_drift(ctx: &Context, oe: &OnlineEndpoint, drift: &[String]) {
+/// One Event for everything put back in this pass, so its note names every difference.
+fn publish_drift(ctx: &Context, oe: &OnlineEndpoint, drift: &[String]) {
     if drift.is_empty() {
         return;
     }
@@ -661,9 +660,7 @@ async fn publish_drift(ctx: &Context, oe: &OnlineEndpoint, drift: &[String]) {
         action: "Reconcile".to_owned(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &oe.object_ref(&())).await {
-        tracing::warn!(error = %e, "could not publish event");
-    }
+    ctx.events.send(event, oe.object_ref(&()));
 }
 
 fn requeue(ctx: &Context, r: Requeue) -> Action {
@@ -749,7 +746,7 @@ async fn apply(oe: Arc<OnlineEndpoint>, ctx: &Context) -> Result<Action> {
     let mut smoke = acted.smoke.clone();
     let mut next = acted.requeue;
     if transient.is_none() && !acted.health.is_stalled() {
-        publish_drift(ctx, &oe, &plan.drift).await;
+        publish_drift(ctx, &oe, &plan.drift);
     }
 
     if plan.step == Step::Finish

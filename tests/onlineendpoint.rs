@@ -251,6 +251,23 @@ impl Harness {
             .collect()
     }
 
+    /// Requests like [`Self::requests`] received after `seq`.
+    async fn requests_since(&self, seq: u64, method: &str, suffix: &str) -> Vec<Value> {
+        let mut found = self.requests(method, suffix).await;
+        found.retain(|r| r["seq"].as_u64().is_some_and(|s| s > seq));
+        found
+    }
+
+    /// Waits until the operator has made at least `passes` more passes over endpoint `name` (each pass
+    /// GETs the endpoint once) after `seq`.
+    async fn wait_passes(&self, name: &str, seq: u64, passes: usize) {
+        let suffix = format!("/onlineEndpoints/{name}");
+        wait_until(WAIT, "more reconcile passes", || async {
+            (self.requests_since(seq, "GET", &suffix).await.len() >= passes).then_some(())
+        })
+        .await;
+    }
+
     /// Writes requests the emulator received since `seq`, other than GETs.
     async fn writes_since(&self, seq: u64) -> Vec<Value> {
         let log = self.admin(reqwest::Method::GET, &format!("/_emulator/requests?since={seq}"), None).await;
@@ -936,4 +953,59 @@ async fn token_auth_modes() {
         matches!(refused, Err(azureml_operator::invoke::Error::UnsupportedAuth("AMLToken"))),
         "{refused:?}"
     );
+}
+
+/// Environment variables in Azure follow the spec exactly: one removed from the spec is removed from
+/// the deployment by one PUT, after which steady state sends nothing.
+#[tokio::test]
+async fn removed_environment_variable_leaves_azure() {
+    let h = Harness::start("oep-env").await;
+    let with_env = |vars: Value| {
+        let mut d = deployment("demo", PHI3_V15);
+        d["environmentVariables"] = vars;
+        json!([d])
+    };
+    h.create(
+        "envs",
+        json!({
+            "deployments": with_env(json!({"LOG_LEVEL": "debug", "MAX_NEW_TOKENS": "200"})),
+            "traffic": {"demo": 100}
+        }),
+    )
+    .await;
+    h.wait_ready("envs").await;
+    let azure_env = || async {
+        let (status, d) = h.arm(reqwest::Method::GET, "/onlineEndpoints/envs/deployments/demo", None).await;
+        assert_eq!(status, 200, "{d}");
+        d["properties"]["environmentVariables"].clone()
+    };
+    assert_eq!(azure_env().await, json!({"LOG_LEVEL": "debug", "MAX_NEW_TOKENS": "200"}));
+
+    // A merge patch replaces the deployments list: MAX_NEW_TOKENS is gone from the spec.
+    h.patch_spec("envs", json!({"deployments": with_env(json!({"LOG_LEVEL": "debug"}))})).await;
+    h.wait_endpoint("envs", "Ready for the new generation with one variable left", |oe| {
+        let ready =
+            oe.status.as_ref().is_some_and(|s| conditions::is_ready(&s.conditions, oe.metadata.generation));
+        ready && oe.metadata.generation == Some(2)
+    })
+    .await;
+    assert_eq!(azure_env().await, json!({"LOG_LEVEL": "debug"}));
+    let puts = h.requests("PUT", "/onlineEndpoints/envs/deployments/demo").await;
+    assert_eq!(puts.len(), 2, "create, then one update");
+    assert_eq!(puts[1]["body"]["properties"]["environmentVariables"], json!({"LOG_LEVEL": "debug"}));
+
+    // Every variable removed: the PUT carries none, and Azure has none.
+    h.patch_spec("envs", json!({"deployments": with_env(json!({}))})).await;
+    wait_until(WAIT, "no variables left in Azure", || async {
+        azure_env().await.as_object().is_some_and(|m| m.is_empty()).then_some(())
+    })
+    .await;
+    h.wait_ready("envs").await;
+
+    // Converged: passes go by without another PUT.
+    let seq = h.last_seq().await;
+    h.wait_passes("envs", seq, 3).await;
+    assert_eq!(h.requests("PUT", "/onlineEndpoints/envs/deployments/demo").await.len(), 3);
+    let writes = h.writes_since(seq).await;
+    assert!(writes.is_empty(), "steady state wrote to Azure: {writes:#?}");
 }

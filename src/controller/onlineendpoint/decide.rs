@@ -286,6 +286,23 @@ fn probe_differs(desired: Option<&azure::ProbeSettings>, observed: Option<&azure
         || differs32(d.success_threshold, o.success_threshold)
 }
 
+/// Prefix of the variables Azure ML sets in an inference container itself (`AZUREML_MODEL_DIR`, ...).
+pub const AZURE_VARIABLE_PREFIX: &str = "AZUREML_";
+
+/// Whether a variable Azure reports but the spec does not name is Azure's own, and so not drift.
+fn azure_variable(name: &str) -> bool {
+    name.get(..AZURE_VARIABLE_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(AZURE_VARIABLE_PREFIX))
+}
+
+/// Whether a deployment's environment variables in Azure are exactly the spec's: every variable the
+/// spec sets, with its value, and no other, except ones Azure adds itself (which a PUT without them
+/// would not remove, so comparing them would re-send the deployment forever). A variable removed
+/// from the spec thus re-sends the deployment without it.
+pub fn same_environment(desired: &BTreeMap<String, String>, observed: &BTreeMap<String, String>) -> bool {
+    desired.iter().all(|(k, v)| observed.get(k) == Some(v))
+        && observed.keys().all(|k| desired.contains_key(k) || azure_variable(k))
+}
+
 /// The fields of a deployment that differ between the spec and Azure (empty: nothing to write).
 pub fn deployment_diff(desired: &OnlineDeploymentSpec, observed: &OnlineDeployment) -> Vec<&'static str> {
     let mut out = Vec::new();
@@ -313,8 +330,7 @@ pub fn deployment_diff(desired: &OnlineDeploymentSpec, observed: &OnlineDeployme
             out.push("requestSettings");
         }
     }
-    // Azure may add variables of its own; the ones the spec sets must be there with its values.
-    if !desired.environment_variables.iter().all(|(k, v)| observed.environment_variables.get(k) == Some(v)) {
+    if !same_environment(&desired.environment_variables, &observed.environment_variables) {
         out.push("environmentVariables");
     }
     out
@@ -1292,5 +1308,51 @@ mod tests {
         assert!(smoke_test_due(&s, Some(&result(true, 1, 9_990)), Some(2), now, wait));
         assert!(!smoke_test_due(&s, Some(&result(false, 1, 9_990)), Some(1), now, wait));
         assert!(smoke_test_due(&s, Some(&result(false, 1, 9_000)), Some(1), now, wait));
+    }
+
+    /// A variable removed from the spec is removed in Azure: the deployment differs until it is gone,
+    /// while variables Azure adds itself (AZUREML_*) never count, so steady state stays GET-only.
+    #[test]
+    fn environment_variables_converge_to_the_spec() {
+        let s = spec(serde_json::json!({}));
+        let with_env = |vars: serde_json::Value| {
+            let mut s = s.clone();
+            s.deployments[0].environment_variables = serde_json::from_value(vars).unwrap();
+            s
+        };
+        let old = with_env(serde_json::json!({"LOG_LEVEL": "debug", "MAX_TOKENS": "200"}));
+        // Azure as the old spec left it, plus its own variable (see the `deployment` fixture).
+        let mut in_azure = deployment("demo", "Succeeded", &old);
+        in_azure.environment_variables.extend(old.deployments[0].environment_variables.clone());
+        let o = with(observed(&old), endpoint("Succeeded", &[("demo", 100)]), vec![in_azure.clone()]);
+        assert_eq!(decide(&old, &o).step, Step::Finish, "Azure's own AZUREML_MODEL_DIR is not drift");
+
+        let new = with_env(serde_json::json!({"LOG_LEVEL": "debug"}));
+        let o = with(observed(&new), endpoint("Succeeded", &[("demo", 100)]), vec![in_azure.clone()]);
+        let p = decide(&new, &o);
+        let Step::PutDeployments(puts) = &p.step else { panic!("{p:?}") };
+        assert_eq!(
+            puts[0].spec.environment_variables,
+            BTreeMap::from([("LOG_LEVEL".to_owned(), "debug".to_owned())])
+        );
+        assert_eq!(deployment_diff(&puts[0].spec, &in_azure), ["environmentVariables"]);
+
+        // Every variable removed: the PUT carries none.
+        let none = with_env(serde_json::json!({}));
+        let o = with(observed(&none), endpoint("Succeeded", &[("demo", 100)]), vec![in_azure.clone()]);
+        let p = decide(&none, &o);
+        let Step::PutDeployments(puts) = &p.step else { panic!("{p:?}") };
+        assert!(puts[0].spec.environment_variables.is_empty());
+        // A changed value differs too; a variable added in the portal is drift.
+        assert!(!same_environment(
+            &new.deployments[0].environment_variables,
+            &BTreeMap::from([("LOG_LEVEL".to_owned(), "info".to_owned())])
+        ));
+        let mut portal = new.deployments[0].environment_variables.clone();
+        portal.insert("EXTRA".into(), "1".into());
+        assert!(!same_environment(&new.deployments[0].environment_variables, &portal));
+        portal.remove("EXTRA");
+        portal.insert("azureml_model_dir".into(), "/var/azureml-app".into());
+        assert!(same_environment(&new.deployments[0].environment_variables, &portal));
     }
 }

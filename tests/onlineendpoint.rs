@@ -372,7 +372,8 @@ fn secret_text(secret: &Secret, key: &str) -> String {
 
 /// Notebook steps 7–9: endpoint, deployment `demo` with the notebook's settings, traffic 100% to it,
 /// keys Secret, smoke test, a scoring request through `invoke`, then deletion until Azure has no
-/// endpoint left; steady state in between sends nothing but GETs.
+/// endpoint left; steady state in between sends nothing but GETs and one `listKeys` per pass (to
+/// notice rotated keys).
 #[tokio::test]
 async fn create_serve_invoke_and_delete() {
     let h = Harness::start("oep-life").await;
@@ -428,10 +429,15 @@ async fn create_serve_invoke_and_delete() {
     assert_eq!(owner.controller, Some(true));
     assert!(!serde_json::to_string(&oe.status).unwrap().contains(&primary), "a key leaked into status");
 
-    // Steady state: two resyncs later, nothing but GETs went to ARM.
+    // Steady state: two resyncs later, nothing but GETs and listKeys went to ARM.
     let seq = h.last_seq().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let writes = h.writes_since(seq).await;
+    let writes: Vec<Value> = h
+        .writes_since(seq)
+        .await
+        .into_iter()
+        .filter(|r| !r["path"].as_str().is_some_and(|p| p.ends_with("/listKeys")))
+        .collect();
     assert!(writes.is_empty(), "steady state wrote to Azure: {writes:#?}");
 
     assert_eq!(h.requests("POST", "/inference/ultrachat/score").await.len(), 1, "one smoke test per rollout");
@@ -906,8 +912,9 @@ async fn failed_smoke_test_stalls_without_deleting_anything() {
     assert_eq!(h.requests("PUT", "/deployments/demo").await.len(), 1, "the smoke test redeployed");
 }
 
-/// AADToken endpoints are scored with a Microsoft Entra token from the Workspace credential (smoke
-/// test and invoke); AMLToken endpoints are refused by invoke with a clear error.
+/// AADToken endpoints are scored with a Microsoft Entra token from the Workspace credential, AMLToken
+/// endpoints with a token from the endpoint's `token` action (smoke test and invoke both); no token
+/// ends up in status or in the Secret.
 #[tokio::test]
 async fn token_auth_modes() {
     let h = Harness::start("oep-tokens").await;
@@ -936,23 +943,111 @@ async fn token_auth_modes() {
 
     h.create(
         "amltoken",
-        json!({"authMode": "AMLToken", "deployments": [deployment("demo", PHI3_V15)], "traffic": {"demo": 100}}),
+        json!({
+            "authMode": "AMLToken",
+            "deployments": [deployment("demo", PHI3_V15)],
+            "traffic": {"demo": 100},
+            "keysSecret": {"name": "amltoken-keys"},
+            "smokeTest": {"request": sample_request()}
+        }),
     )
     .await;
-    h.wait_ready("amltoken").await;
-    let refused = azureml_operator::invoke::invoke(
+    let oe = h.wait_ready("amltoken").await;
+    let smoke = oe.status.as_ref().and_then(|s| s.last_smoke_test.clone()).expect("smoke test ran");
+    assert!(smoke.passed && smoke.http_status == Some(200), "{smoke:?}");
+    assert_eq!(condition(&oe, "SmokeTestPassed").map(|c| c.status.as_str()), Some("True"));
+    let tokens = h.requests("POST", "/onlineEndpoints/amltoken/token").await;
+    assert_eq!(tokens.len(), 1, "one token for the one smoke test");
+    let reply = azureml_operator::invoke::invoke(
         h.client.clone(),
         &azure_ml,
         &h.ns,
         "amltoken",
+        Some("demo"),
+        sample_request(),
+    )
+    .await
+    .expect("invoke of an AMLToken endpoint");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let tokens = h.requests("POST", "/onlineEndpoints/amltoken/token").await;
+    assert_eq!(tokens.len(), 2, "invoke asked for its own token");
+    // Tokens are fetched per use and kept nowhere: the Secret holds only the scoring URI.
+    let secret =
+        Api::<Secret>::namespaced(h.client.clone(), &h.ns).get("amltoken-keys").await.expect("Secret");
+    assert_eq!(secret.data.clone().unwrap_or_default().keys().collect::<Vec<_>>(), ["scoringUri"]);
+    let oe = h.endpoints().get("amltoken").await.expect("read");
+    let status_text = serde_json::to_string(&oe.status).unwrap();
+    assert!(!status_text.contains("accessToken") && !status_text.contains("Bearer"), "{status_text}");
+    assert!(h.requests("POST", "/onlineEndpoints/amltoken/listKeys").await.is_empty());
+}
+
+/// Keys regenerated in Azure reach the keys Secret on the next pass; while they stay the same the
+/// Secret is never rewritten, and `listKeys` (a write for ARM) is called at most once per pass.
+#[tokio::test]
+async fn rotated_keys_reach_the_secret() {
+    let h = Harness::start("oep-rotate").await;
+    h.create(
+        "rotate",
+        json!({
+            "deployments": [deployment("demo", PHI3_V15)],
+            "traffic": {"demo": 100},
+            "keysSecret": {"name": "rotate-keys"},
+            "smokeTest": {"request": sample_request()}
+        }),
+    )
+    .await;
+    h.wait_ready("rotate").await;
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), &h.ns);
+    let before = secrets.get("rotate-keys").await.expect("keys Secret");
+    let old_primary = secret_text(&before, "primaryKey");
+    let old_secondary = secret_text(&before, "secondaryKey");
+
+    // Unchanged keys: passes go by, the Secret keeps its resourceVersion.
+    let seq = h.last_seq().await;
+    h.wait_passes("rotate", seq, 3).await;
+    let same = secrets.get("rotate-keys").await.expect("keys Secret");
+    assert_eq!(same.metadata.resource_version, before.metadata.resource_version, "identical data rewritten");
+    let passes = h.requests_since(seq, "GET", "/onlineEndpoints/rotate").await.len();
+    let lists = h.requests_since(seq, "POST", "/onlineEndpoints/rotate/listKeys").await.len();
+    assert!(lists >= 1, "keys never checked");
+    // A pass whose GET came just before `seq` may list its keys just after it.
+    assert!(lists <= passes + 1, "{lists} listKeys in {passes} passes");
+
+    // Someone regenerates the primary key in Azure.
+    let (status, body) = h
+        .arm(
+            reqwest::Method::POST,
+            "/onlineEndpoints/rotate/regenerateKeys",
+            Some(json!({"keyType": "Primary"})),
+        )
+        .await;
+    assert!(status < 300, "{status} {body}");
+    let (_, keys) = h.arm(reqwest::Method::POST, "/onlineEndpoints/rotate/listKeys", None).await;
+    let new_primary = keys["primaryKey"].as_str().expect("primaryKey").to_owned();
+    assert_ne!(new_primary, old_primary);
+    wait_until(WAIT, "the Secret carries the new primary key", || async {
+        let s = secrets.get("rotate-keys").await.ok()?;
+        (secret_text(&s, "primaryKey") == new_primary).then_some(())
+    })
+    .await;
+    let after = secrets.get("rotate-keys").await.expect("keys Secret");
+    assert_eq!(secret_text(&after, "secondaryKey"), old_secondary);
+    assert!(!secret_text(&after, "scoringUri").is_empty());
+    // Rotation is not a rollout: the smoke test did not run again.
+    assert_eq!(h.requests("POST", "/inference/rotate/score").await.len(), 1);
+    // The rotated key works for invoke, which reads the Secret.
+    let azure_ml = AzureMl::new(ClientOptions::default());
+    let reply = azureml_operator::invoke::invoke(
+        h.client.clone(),
+        &azure_ml,
+        &h.ns,
+        "rotate",
         None,
         sample_request(),
     )
-    .await;
-    assert!(
-        matches!(refused, Err(azureml_operator::invoke::Error::UnsupportedAuth("AMLToken"))),
-        "{refused:?}"
-    );
+    .await
+    .expect("invoke");
+    assert_eq!(reply.status, 200, "{}", reply.body);
 }
 
 /// Environment variables in Azure follow the spec exactly: one removed from the spec is removed from

@@ -18,9 +18,11 @@ use azureml_operator::azure::{AzureMl, ClientOptions};
 use azureml_operator::controller::policy::Policy;
 use azureml_operator::controller::{Context, onlineendpoint, workspace};
 use azureml_operator::metrics::Metrics;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -692,8 +694,9 @@ fn deployed_model(azure: &Value, deployment: &str) -> Option<String> {
 }
 
 /// A deployment that names a ModelRegistration waits for it (ModelNotReady), deploys its model, and
-/// rolls when the registration's model id changes, running the smoke test again; an instance type
-/// outside the base model's inference allow list (found through the registration's lineage) stalls.
+/// rolls when the registration's model id changes, running the smoke test again; the last result,
+/// naming the model it tested, stays in status through the rollout. An instance type outside the base
+/// model's inference allow list (found through the registration's lineage) stalls.
 #[tokio::test]
 async fn model_registration_drives_rollouts() {
     let h = Harness::start("oep-mreg").await;
@@ -730,10 +733,24 @@ async fn model_registration_drives_rollouts() {
         first_smoke.message.as_deref().is_some_and(|m| m.contains("Phi-3-mini-4k-instruct:14")),
         "{first_smoke:?}"
     );
+    assert_eq!(first_smoke.model.as_deref(), Some(PHI3_V14));
     assert_eq!(
         deployed_model(&h.azure_endpoint("rolling").await.unwrap(), "demo").as_deref(),
         Some(PHI3_V14)
     );
+
+    // Every status the rollout goes through, from a watch (polling could miss a short state).
+    let seen: Arc<std::sync::Mutex<Vec<OnlineEndpoint>>> = Arc::default();
+    let watch = {
+        let seen = seen.clone();
+        let stream = watcher(h.endpoints(), watcher::Config::default().fields("metadata.name=rolling"));
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream.applied_objects());
+            while let Some(Ok(oe)) = stream.next().await {
+                seen.lock().unwrap().push(oe);
+            }
+        })
+    };
 
     // A new model version: the deployment rolls, traffic stays, the smoke test runs again.
     registration_ready(&h, "phi3-ft", PHI3_V15).await;
@@ -754,7 +771,37 @@ async fn model_registration_drives_rollouts() {
             })
         })
         .await;
-    assert_eq!(rolled.status.unwrap().traffic.get("demo"), Some(&100));
+    watch.abort();
+    let rolled_status = rolled.status.clone().unwrap();
+    assert_eq!(rolled_status.last_smoke_test.and_then(|t| t.model).as_deref(), Some(PHI3_V15));
+    // Until the new test ran, status kept the old result, naming the old model, and said the test
+    // was owed; it was never empty.
+    let history = seen.lock().unwrap().clone();
+    let tested: Vec<Option<String>> = history
+        .iter()
+        .map(|oe| {
+            oe.status
+                .as_ref()
+                .and_then(|s| s.last_smoke_test.as_ref())
+                .map(|t| t.model.clone().unwrap_or_default())
+        })
+        .collect();
+    assert!(tested.iter().all(Option::is_some), "the result was cleared during the rollout: {tested:?}");
+    assert!(
+        history.iter().any(|oe| {
+            let owed = condition(oe, "SmokeTestPassed").is_some_and(|c| {
+                c.status == "Unknown" && c.message.contains("Phi-3-mini-4k-instruct/versions/14")
+            });
+            let kept = oe
+                .status
+                .as_ref()
+                .and_then(|s| s.last_smoke_test.as_ref())
+                .is_some_and(|t| t.model.as_deref() == Some(PHI3_V14));
+            owed && kept
+        }),
+        "no status showed the v14 result as outdated during the rollout: {tested:?}"
+    );
+    assert_eq!(rolled_status.traffic.get("demo"), Some(&100));
     let puts = h.requests("PUT", "/onlineEndpoints/rolling/deployments/demo").await;
     assert_eq!(puts.len(), 2, "create, then one roll");
     assert_eq!(puts[1]["body"]["properties"]["model"], PHI3_V15);

@@ -61,8 +61,9 @@ const SMOKE_EXCERPT_BYTES: usize = 256;
 enum SmokeUpdate {
     /// Leave it as it is.
     Keep,
-    /// A rollout started: the last result no longer describes what serves.
-    Clear,
+    /// A rollout started: the last result stays (it names the model it tested) but the test is owed
+    /// again once the rollout completes.
+    Outdated,
     /// A new result.
     Set(SmokeTestResult),
 }
@@ -364,7 +365,7 @@ async fn act(client: &WorkspaceClient, name: &str, plan: &Plan) -> (Acted, Optio
         acted.requeue = first_poll(&acted.started);
     }
     if acted.rolled {
-        acted.smoke = SmokeUpdate::Clear;
+        acted.smoke = SmokeUpdate::Outdated;
     }
     (acted, transient)
 }
@@ -462,18 +463,20 @@ async fn ensure_keys_secret(
     Ok(None)
 }
 
-/// Sends the spec's smoke test to `deployment` and records the outcome (never the key or token it
-/// used).
+/// Sends the spec's smoke test to `deployment`, which serves `model`, and records the outcome (never
+/// the key or token it used).
 async fn run_smoke_test(
     oe: &OnlineEndpoint,
     client: &WorkspaceClient,
     keys: &mut PassKeys<'_>,
     endpoint: &azure::OnlineEndpoint,
     deployment: &str,
+    model: Option<&str>,
 ) -> Result<SmokeUpdate> {
     let Some(test) = &oe.spec.smoke_test else { return Ok(SmokeUpdate::Keep) };
     let Some(uri) = endpoint.scoring_uri.as_deref() else { return Ok(SmokeUpdate::Keep) };
-    let failed = |message: String| SmokeUpdate::Set(smoke_result(oe, deployment, None, None, false, message));
+    let failed =
+        |message: String| SmokeUpdate::Set(smoke_result(oe, deployment, model, None, None, false, message));
     let auth = match oe.spec.auth_mode {
         AuthMode::Key => match keys.get().await {
             Ok(k) => ScoringAuth::Key(k.primary_key),
@@ -496,13 +499,14 @@ async fn run_smoke_test(
             smoke_result(
                 oe,
                 deployment,
+                model,
                 Some(i32::from(resp.status)),
                 Some(resp.latency.as_millis() as i64),
                 passed,
                 message,
             )
         }
-        Err(e) => smoke_result(oe, deployment, None, None, false, format!("request failed: {e}")),
+        Err(e) => smoke_result(oe, deployment, model, None, None, false, format!("request failed: {e}")),
     };
     Ok(SmokeUpdate::Set(update))
 }
@@ -510,6 +514,7 @@ async fn run_smoke_test(
 fn smoke_result(
     oe: &OnlineEndpoint,
     deployment: &str,
+    model: Option<&str>,
     http_status: Option<i32>,
     latency_ms: Option<i64>,
     passed: bool,
@@ -518,6 +523,7 @@ fn smoke_result(
     SmokeTestResult {
         time: Some(Time(jiff::Timestamp::now())),
         deployment: deployment.to_owned(),
+        model: model.map(str::to_owned),
         http_status,
         latency_ms,
         passed,
@@ -557,6 +563,13 @@ fn set_condition(
         Some(i) => list[i] = c,
         None => list.push(c),
     }
+}
+
+/// Whether a rollout started since the last smoke test (the condition [`SmokeUpdate::Outdated`] set,
+/// which only a new result replaces), so the test is owed whatever its generation says.
+fn smoke_outdated(conds: &[Condition]) -> bool {
+    conditions::find(conds, SMOKE_TEST_CONDITION)
+        .is_some_and(|c| c.status == "Unknown" && c.reason == reasons::PROGRESSING)
 }
 
 fn to_i32_map(m: &BTreeMap<String, u32>) -> BTreeMap<String, i32> {
@@ -610,9 +623,15 @@ async fn report(
     } else {
         match r.smoke {
             SmokeUpdate::Keep => {}
-            SmokeUpdate::Clear => {
-                status.last_smoke_test = None;
-                let msg = "a rollout is in progress; the smoke test runs when it completes".to_owned();
+            SmokeUpdate::Outdated => {
+                // The last result stays, naming the model it tested, until the new test has run.
+                let tested = old
+                    .last_smoke_test
+                    .as_ref()
+                    .and_then(|t| t.model.as_deref())
+                    .map(|m| format!(" (status.lastSmokeTest is for model {m})"))
+                    .unwrap_or_default();
+                let msg = format!("a rollout is in progress; the smoke test runs when it completes{tested}");
                 set_condition(
                     &mut conds,
                     SMOKE_TEST_CONDITION,
@@ -627,8 +646,9 @@ async fn report(
                 } else {
                     ("False", reasons::SMOKE_TEST_FAILED)
                 };
+                let model = result.model.as_deref().map(|m| format!(" (model {m})")).unwrap_or_default();
                 let msg = format!(
-                    "deployment {}: {}",
+                    "deployment {}{model}: {}",
                     result.deployment,
                     result.message.clone().unwrap_or_default()
                 );
@@ -769,21 +789,29 @@ async fn apply(oe: Arc<OnlineEndpoint>, ctx: &Context) -> Result<Action> {
             health = stalled;
             next = Requeue::Resync;
         }
+        let target = decide::smoke_test_deployment(&oe.spec);
+        let serving = target.as_ref().and_then(|d| seen.deployments.get(d)).and_then(|d| d.model.clone());
         let due = decide::smoke_test_due(
             &oe.spec,
-            old.last_smoke_test.as_ref(),
+            &decide::SmokeRecord {
+                last: old.last_smoke_test.as_ref(),
+                rollout_since: smoke_outdated(&old.conditions),
+                serving: serving.as_deref(),
+            },
             generation,
             now,
             ctx.policy.resync(),
         );
         if due
             && !health.is_stalled()
-            && let Some(target) = decide::smoke_test_deployment(&oe.spec)
+            && let Some(target) = &target
         {
-            smoke = run_smoke_test(&oe, &client, &mut keys, ep, &target).await?;
+            smoke = run_smoke_test(&oe, &client, &mut keys, ep, target, serving.as_deref()).await?;
         }
+        // A result from before the last rollout says nothing about what serves now.
         let result = match &smoke {
             SmokeUpdate::Set(r) => Some(r),
+            _ if due => None,
             _ => old.last_smoke_test.as_ref(),
         };
         if oe.spec.smoke_test.is_some()

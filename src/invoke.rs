@@ -33,9 +33,6 @@ pub enum Error {
     /// The keys Secret is missing or lacks the primary key.
     #[error("Secret {name} has no primaryKey yet; wait until the OnlineEndpoint is Ready")]
     KeyMissing { name: String },
-    /// The endpoint's auth mode needs something this client cannot obtain.
-    #[error("authMode {0} is not supported by invoke: this client cannot request endpoint tokens")]
-    UnsupportedAuth(&'static str),
     /// A Kubernetes API call failed.
     #[error("{step}: {source}")]
     Kube {
@@ -43,7 +40,7 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// Azure could not be reached, or refused to hand out keys.
+    /// Azure could not be reached, or refused to hand out keys or a token.
     #[error("{step}: {source}")]
     Azure {
         step: &'static str,
@@ -61,7 +58,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Sends `body` to the scoring URI of OnlineEndpoint `namespace/name`, to `deployment` when given
 /// (header `azureml-model-deployment`, whatever the traffic split), and returns the HTTP status and
 /// raw body. Key-auth endpoints use the keys Secret the operator wrote, or `listKeys` when the spec
-/// names none; AADToken endpoints use the Workspace's credential.
+/// names none; AMLToken endpoints a fresh token from the endpoint's `token` action; AADToken endpoints
+/// the Workspace's credential.
 pub async fn invoke(
     client: kube::Client,
     azure: &AzureMl,
@@ -104,6 +102,13 @@ pub async fn invoke(
     let ws_client =
         azure.workspace(&config).map_err(|source| Error::Azure { step: "open workspace client", source })?;
 
+    // The endpoint's name in Azure: what the controller recorded, else what it will use.
+    let endpoint_name = oe
+        .status
+        .as_ref()
+        .and_then(|s| s.endpoint_name.clone())
+        .or_else(|| oe.spec.endpoint_name.clone())
+        .unwrap_or_else(|| name.to_owned());
     let auth = match oe.spec.auth_mode {
         AuthMode::Key => match &oe.spec.keys_secret {
             Some(r) => {
@@ -116,12 +121,6 @@ pub async fn invoke(
                 ScoringAuth::Key(key.ok_or_else(|| Error::KeyMissing { name: r.name.clone() })?)
             }
             None => {
-                let endpoint_name = oe
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.endpoint_name.clone())
-                    .or_else(|| oe.spec.endpoint_name.clone())
-                    .unwrap_or_else(|| name.to_owned());
                 let keys = ws_client
                     .list_endpoint_keys(&endpoint_name)
                     .await
@@ -129,8 +128,15 @@ pub async fn invoke(
                 ScoringAuth::Key(keys.primary_key)
             }
         },
+        // Tokens expire (Azure says when), so one is fetched per call rather than stored anywhere.
+        AuthMode::AmlToken => {
+            let token = ws_client
+                .get_endpoint_token(&endpoint_name)
+                .await
+                .map_err(|source| Error::Azure { step: "request endpoint token", source })?;
+            ScoringAuth::AmlToken(token.access_token)
+        }
         AuthMode::AadToken => ScoringAuth::AadToken,
-        AuthMode::AmlToken => return Err(Error::UnsupportedAuth("AMLToken")),
     };
     ws_client
         .score(&scoring_uri, &auth, deployment, &body)

@@ -18,9 +18,11 @@ use azureml_operator::azure::{AzureMl, ClientOptions};
 use azureml_operator::controller::policy::Policy;
 use azureml_operator::controller::{Context, onlineendpoint, workspace};
 use azureml_operator::metrics::Metrics;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -251,6 +253,23 @@ impl Harness {
             .collect()
     }
 
+    /// Requests like [`Self::requests`] received after `seq`.
+    async fn requests_since(&self, seq: u64, method: &str, suffix: &str) -> Vec<Value> {
+        let mut found = self.requests(method, suffix).await;
+        found.retain(|r| r["seq"].as_u64().is_some_and(|s| s > seq));
+        found
+    }
+
+    /// Waits until the operator has made at least `passes` more passes over endpoint `name` (each pass
+    /// GETs the endpoint once) after `seq`.
+    async fn wait_passes(&self, name: &str, seq: u64, passes: usize) {
+        let suffix = format!("/onlineEndpoints/{name}");
+        wait_until(WAIT, "more reconcile passes", || async {
+            (self.requests_since(seq, "GET", &suffix).await.len() >= passes).then_some(())
+        })
+        .await;
+    }
+
     /// Writes requests the emulator received since `seq`, other than GETs.
     async fn writes_since(&self, seq: u64) -> Vec<Value> {
         let log = self.admin(reqwest::Method::GET, &format!("/_emulator/requests?since={seq}"), None).await;
@@ -355,7 +374,8 @@ fn secret_text(secret: &Secret, key: &str) -> String {
 
 /// Notebook steps 7–9: endpoint, deployment `demo` with the notebook's settings, traffic 100% to it,
 /// keys Secret, smoke test, a scoring request through `invoke`, then deletion until Azure has no
-/// endpoint left; steady state in between sends nothing but GETs.
+/// endpoint left; steady state in between sends nothing but GETs and one `listKeys` per pass (to
+/// notice rotated keys).
 #[tokio::test]
 async fn create_serve_invoke_and_delete() {
     let h = Harness::start("oep-life").await;
@@ -411,10 +431,15 @@ async fn create_serve_invoke_and_delete() {
     assert_eq!(owner.controller, Some(true));
     assert!(!serde_json::to_string(&oe.status).unwrap().contains(&primary), "a key leaked into status");
 
-    // Steady state: two resyncs later, nothing but GETs went to ARM.
+    // Steady state: two resyncs later, nothing but GETs and listKeys went to ARM.
     let seq = h.last_seq().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let writes = h.writes_since(seq).await;
+    let writes: Vec<Value> = h
+        .writes_since(seq)
+        .await
+        .into_iter()
+        .filter(|r| !r["path"].as_str().is_some_and(|p| p.ends_with("/listKeys")))
+        .collect();
     assert!(writes.is_empty(), "steady state wrote to Azure: {writes:#?}");
 
     assert_eq!(h.requests("POST", "/inference/ultrachat/score").await.len(), 1, "one smoke test per rollout");
@@ -669,8 +694,9 @@ fn deployed_model(azure: &Value, deployment: &str) -> Option<String> {
 }
 
 /// A deployment that names a ModelRegistration waits for it (ModelNotReady), deploys its model, and
-/// rolls when the registration's model id changes, running the smoke test again; an instance type
-/// outside the base model's inference allow list (found through the registration's lineage) stalls.
+/// rolls when the registration's model id changes, running the smoke test again; the last result,
+/// naming the model it tested, stays in status through the rollout. An instance type outside the base
+/// model's inference allow list (found through the registration's lineage) stalls.
 #[tokio::test]
 async fn model_registration_drives_rollouts() {
     let h = Harness::start("oep-mreg").await;
@@ -707,10 +733,24 @@ async fn model_registration_drives_rollouts() {
         first_smoke.message.as_deref().is_some_and(|m| m.contains("Phi-3-mini-4k-instruct:14")),
         "{first_smoke:?}"
     );
+    assert_eq!(first_smoke.model.as_deref(), Some(PHI3_V14));
     assert_eq!(
         deployed_model(&h.azure_endpoint("rolling").await.unwrap(), "demo").as_deref(),
         Some(PHI3_V14)
     );
+
+    // Every status the rollout goes through, from a watch (polling could miss a short state).
+    let seen: Arc<std::sync::Mutex<Vec<OnlineEndpoint>>> = Arc::default();
+    let watch = {
+        let seen = seen.clone();
+        let stream = watcher(h.endpoints(), watcher::Config::default().fields("metadata.name=rolling"));
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream.applied_objects());
+            while let Some(Ok(oe)) = stream.next().await {
+                seen.lock().unwrap().push(oe);
+            }
+        })
+    };
 
     // A new model version: the deployment rolls, traffic stays, the smoke test runs again.
     registration_ready(&h, "phi3-ft", PHI3_V15).await;
@@ -731,7 +771,37 @@ async fn model_registration_drives_rollouts() {
             })
         })
         .await;
-    assert_eq!(rolled.status.unwrap().traffic.get("demo"), Some(&100));
+    watch.abort();
+    let rolled_status = rolled.status.clone().unwrap();
+    assert_eq!(rolled_status.last_smoke_test.and_then(|t| t.model).as_deref(), Some(PHI3_V15));
+    // Until the new test ran, status kept the old result, naming the old model, and said the test
+    // was owed; it was never empty.
+    let history = seen.lock().unwrap().clone();
+    let tested: Vec<Option<String>> = history
+        .iter()
+        .map(|oe| {
+            oe.status
+                .as_ref()
+                .and_then(|s| s.last_smoke_test.as_ref())
+                .map(|t| t.model.clone().unwrap_or_default())
+        })
+        .collect();
+    assert!(tested.iter().all(Option::is_some), "the result was cleared during the rollout: {tested:?}");
+    assert!(
+        history.iter().any(|oe| {
+            let owed = condition(oe, "SmokeTestPassed").is_some_and(|c| {
+                c.status == "Unknown" && c.message.contains("Phi-3-mini-4k-instruct/versions/14")
+            });
+            let kept = oe
+                .status
+                .as_ref()
+                .and_then(|s| s.last_smoke_test.as_ref())
+                .is_some_and(|t| t.model.as_deref() == Some(PHI3_V14));
+            owed && kept
+        }),
+        "no status showed the v14 result as outdated during the rollout: {tested:?}"
+    );
+    assert_eq!(rolled_status.traffic.get("demo"), Some(&100));
     let puts = h.requests("PUT", "/onlineEndpoints/rolling/deployments/demo").await;
     assert_eq!(puts.len(), 2, "create, then one roll");
     assert_eq!(puts[1]["body"]["properties"]["model"], PHI3_V15);
@@ -889,8 +959,9 @@ async fn failed_smoke_test_stalls_without_deleting_anything() {
     assert_eq!(h.requests("PUT", "/deployments/demo").await.len(), 1, "the smoke test redeployed");
 }
 
-/// AADToken endpoints are scored with a Microsoft Entra token from the Workspace credential (smoke
-/// test and invoke); AMLToken endpoints are refused by invoke with a clear error.
+/// AADToken endpoints are scored with a Microsoft Entra token from the Workspace credential, AMLToken
+/// endpoints with a token from the endpoint's `token` action (smoke test and invoke both); no token
+/// ends up in status or in the Secret.
 #[tokio::test]
 async fn token_auth_modes() {
     let h = Harness::start("oep-tokens").await;
@@ -919,21 +990,164 @@ async fn token_auth_modes() {
 
     h.create(
         "amltoken",
-        json!({"authMode": "AMLToken", "deployments": [deployment("demo", PHI3_V15)], "traffic": {"demo": 100}}),
+        json!({
+            "authMode": "AMLToken",
+            "deployments": [deployment("demo", PHI3_V15)],
+            "traffic": {"demo": 100},
+            "keysSecret": {"name": "amltoken-keys"},
+            "smokeTest": {"request": sample_request()}
+        }),
     )
     .await;
-    h.wait_ready("amltoken").await;
-    let refused = azureml_operator::invoke::invoke(
+    let oe = h.wait_ready("amltoken").await;
+    let smoke = oe.status.as_ref().and_then(|s| s.last_smoke_test.clone()).expect("smoke test ran");
+    assert!(smoke.passed && smoke.http_status == Some(200), "{smoke:?}");
+    assert_eq!(condition(&oe, "SmokeTestPassed").map(|c| c.status.as_str()), Some("True"));
+    let tokens = h.requests("POST", "/onlineEndpoints/amltoken/token").await;
+    assert_eq!(tokens.len(), 1, "one token for the one smoke test");
+    let reply = azureml_operator::invoke::invoke(
         h.client.clone(),
         &azure_ml,
         &h.ns,
         "amltoken",
+        Some("demo"),
+        sample_request(),
+    )
+    .await
+    .expect("invoke of an AMLToken endpoint");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let tokens = h.requests("POST", "/onlineEndpoints/amltoken/token").await;
+    assert_eq!(tokens.len(), 2, "invoke asked for its own token");
+    // Tokens are fetched per use and kept nowhere: the Secret holds only the scoring URI.
+    let secret =
+        Api::<Secret>::namespaced(h.client.clone(), &h.ns).get("amltoken-keys").await.expect("Secret");
+    assert_eq!(secret.data.clone().unwrap_or_default().keys().collect::<Vec<_>>(), ["scoringUri"]);
+    let oe = h.endpoints().get("amltoken").await.expect("read");
+    let status_text = serde_json::to_string(&oe.status).unwrap();
+    assert!(!status_text.contains("accessToken") && !status_text.contains("Bearer"), "{status_text}");
+    assert!(h.requests("POST", "/onlineEndpoints/amltoken/listKeys").await.is_empty());
+}
+
+/// Keys regenerated in Azure reach the keys Secret on the next pass; while they stay the same the
+/// Secret is never rewritten, and `listKeys` (a write for ARM) is called at most once per pass.
+#[tokio::test]
+async fn rotated_keys_reach_the_secret() {
+    let h = Harness::start("oep-rotate").await;
+    h.create(
+        "rotate",
+        json!({
+            "deployments": [deployment("demo", PHI3_V15)],
+            "traffic": {"demo": 100},
+            "keysSecret": {"name": "rotate-keys"},
+            "smokeTest": {"request": sample_request()}
+        }),
+    )
+    .await;
+    h.wait_ready("rotate").await;
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), &h.ns);
+    let before = secrets.get("rotate-keys").await.expect("keys Secret");
+    let old_primary = secret_text(&before, "primaryKey");
+    let old_secondary = secret_text(&before, "secondaryKey");
+
+    // Unchanged keys: passes go by, the Secret keeps its resourceVersion.
+    let seq = h.last_seq().await;
+    h.wait_passes("rotate", seq, 3).await;
+    let same = secrets.get("rotate-keys").await.expect("keys Secret");
+    assert_eq!(same.metadata.resource_version, before.metadata.resource_version, "identical data rewritten");
+    let passes = h.requests_since(seq, "GET", "/onlineEndpoints/rotate").await.len();
+    let lists = h.requests_since(seq, "POST", "/onlineEndpoints/rotate/listKeys").await.len();
+    assert!(lists >= 1, "keys never checked");
+    // A pass whose GET came just before `seq` may list its keys just after it.
+    assert!(lists <= passes + 1, "{lists} listKeys in {passes} passes");
+
+    // Someone regenerates the primary key in Azure.
+    let (status, body) = h
+        .arm(
+            reqwest::Method::POST,
+            "/onlineEndpoints/rotate/regenerateKeys",
+            Some(json!({"keyType": "Primary"})),
+        )
+        .await;
+    assert!(status < 300, "{status} {body}");
+    let (_, keys) = h.arm(reqwest::Method::POST, "/onlineEndpoints/rotate/listKeys", None).await;
+    let new_primary = keys["primaryKey"].as_str().expect("primaryKey").to_owned();
+    assert_ne!(new_primary, old_primary);
+    wait_until(WAIT, "the Secret carries the new primary key", || async {
+        let s = secrets.get("rotate-keys").await.ok()?;
+        (secret_text(&s, "primaryKey") == new_primary).then_some(())
+    })
+    .await;
+    let after = secrets.get("rotate-keys").await.expect("keys Secret");
+    assert_eq!(secret_text(&after, "secondaryKey"), old_secondary);
+    assert!(!secret_text(&after, "scoringUri").is_empty());
+    // Rotation is not a rollout: the smoke test did not run again.
+    assert_eq!(h.requests("POST", "/inference/rotate/score").await.len(), 1);
+    // The rotated key works for invoke, which reads the Secret.
+    let azure_ml = AzureMl::new(ClientOptions::default());
+    let reply = azureml_operator::invoke::invoke(
+        h.client.clone(),
+        &azure_ml,
+        &h.ns,
+        "rotate",
         None,
         sample_request(),
     )
+    .await
+    .expect("invoke");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+/// Environment variables in Azure follow the spec exactly: one removed from the spec is removed from
+/// the deployment by one PUT, after which steady state sends nothing.
+#[tokio::test]
+async fn removed_environment_variable_leaves_azure() {
+    let h = Harness::start("oep-env").await;
+    let with_env = |vars: Value| {
+        let mut d = deployment("demo", PHI3_V15);
+        d["environmentVariables"] = vars;
+        json!([d])
+    };
+    h.create(
+        "envs",
+        json!({
+            "deployments": with_env(json!({"LOG_LEVEL": "debug", "MAX_NEW_TOKENS": "200"})),
+            "traffic": {"demo": 100}
+        }),
+    )
     .await;
-    assert!(
-        matches!(refused, Err(azureml_operator::invoke::Error::UnsupportedAuth("AMLToken"))),
-        "{refused:?}"
-    );
+    h.wait_ready("envs").await;
+    let azure_env = || async {
+        let (status, d) = h.arm(reqwest::Method::GET, "/onlineEndpoints/envs/deployments/demo", None).await;
+        assert_eq!(status, 200, "{d}");
+        d["properties"]["environmentVariables"].clone()
+    };
+    assert_eq!(azure_env().await, json!({"LOG_LEVEL": "debug", "MAX_NEW_TOKENS": "200"}));
+
+    // A merge patch replaces the deployments list: MAX_NEW_TOKENS is gone from the spec.
+    h.patch_spec("envs", json!({"deployments": with_env(json!({"LOG_LEVEL": "debug"}))})).await;
+    h.wait_endpoint("envs", "Ready for the new generation with one variable left", |oe| {
+        let ready =
+            oe.status.as_ref().is_some_and(|s| conditions::is_ready(&s.conditions, oe.metadata.generation));
+        ready && oe.metadata.generation == Some(2)
+    })
+    .await;
+    assert_eq!(azure_env().await, json!({"LOG_LEVEL": "debug"}));
+    let puts = h.requests("PUT", "/onlineEndpoints/envs/deployments/demo").await;
+    assert_eq!(puts.len(), 2, "create, then one update");
+    assert_eq!(puts[1]["body"]["properties"]["environmentVariables"], json!({"LOG_LEVEL": "debug"}));
+
+    // Every variable removed: the PUT carries none, and Azure has none.
+    h.patch_spec("envs", json!({"deployments": with_env(json!({}))})).await;
+    wait_until(WAIT, "no variables left in Azure", || async {
+        azure_env().await.as_object().is_some_and(|m| m.is_empty()).then_some(())
+    })
+    .await;
+    h.wait_ready("envs").await;
+
+    // Converged: passes go by without another PUT.
+    let seq = h.last_seq().await;
+    h.wait_passes("envs", seq, 3).await;
+    assert_eq!(h.requests("PUT", "/onlineEndpoints/envs/deployments/demo").await.len(), 3);
+    let writes = h.writes_since(seq).await;
+    assert!(writes.is_empty(), "steady state wrote to Azure: {writes:#?}");
 }

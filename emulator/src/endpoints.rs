@@ -581,7 +581,9 @@ fn regenerate_keys(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
     if let Some(o) = world.operations.get_mut(&op) {
         o.due_at = Some(due);
     }
-    Ok(location_headers(ctx, &world, empty(StatusCode::ACCEPTED), &op))
+    // Azure's 202 names both a status URL and a result URL for this operation.
+    let response = location_headers(ctx, &world, empty(StatusCode::ACCEPTED), &op);
+    Ok(async_operation_headers(ctx, &world, response, &op))
 }
 
 fn aml_token(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {

@@ -288,7 +288,8 @@ pub struct OnlineEndpointStatus {
     /// Long-running Azure operations in flight, so a restarted operator resumes polling them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operations: Vec<PendingOperation>,
-    /// The last smoke test.
+    /// The last smoke test. It outlives a rollout: `model` says what it tested, and the
+    /// `SmokeTestPassed` condition is Unknown until the new rollout has been tested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_smoke_test: Option<SmokeTestResult>,
     /// Generation of the spec this status describes.
@@ -344,6 +345,11 @@ pub struct SmokeTestResult {
     pub time: Option<Time>,
     /// Deployment it was sent to.
     pub deployment: String,
+    /// The model that deployment served when the test ran, as Azure names it (the ARM id of a workspace
+    /// model version, or a registry asset id). The result is kept through a rollout to another model
+    /// until the test has run against it, so this says which model the result is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// HTTP status of the reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<i32>,

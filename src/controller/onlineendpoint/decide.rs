@@ -286,6 +286,23 @@ fn probe_differs(desired: Option<&azure::ProbeSettings>, observed: Option<&azure
         || differs32(d.success_threshold, o.success_threshold)
 }
 
+/// Prefix of the variables Azure ML sets in an inference container itself (`AZUREML_MODEL_DIR`, ...).
+pub const AZURE_VARIABLE_PREFIX: &str = "AZUREML_";
+
+/// Whether a variable Azure reports but the spec does not name is Azure's own, and so not drift.
+fn azure_variable(name: &str) -> bool {
+    name.get(..AZURE_VARIABLE_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(AZURE_VARIABLE_PREFIX))
+}
+
+/// Whether a deployment's environment variables in Azure are exactly the spec's: every variable the
+/// spec sets, with its value, and no other, except ones Azure adds itself (which a PUT without them
+/// would not remove, so comparing them would re-send the deployment forever). A variable removed
+/// from the spec thus re-sends the deployment without it.
+pub fn same_environment(desired: &BTreeMap<String, String>, observed: &BTreeMap<String, String>) -> bool {
+    desired.iter().all(|(k, v)| observed.get(k) == Some(v))
+        && observed.keys().all(|k| desired.contains_key(k) || azure_variable(k))
+}
+
 /// The fields of a deployment that differ between the spec and Azure (empty: nothing to write).
 pub fn deployment_diff(desired: &OnlineDeploymentSpec, observed: &OnlineDeployment) -> Vec<&'static str> {
     let mut out = Vec::new();
@@ -313,8 +330,7 @@ pub fn deployment_diff(desired: &OnlineDeploymentSpec, observed: &OnlineDeployme
             out.push("requestSettings");
         }
     }
-    // Azure may add variables of its own; the ones the spec sets must be there with its values.
-    if !desired.environment_variables.iter().all(|(k, v)| observed.environment_variables.get(k) == Some(v)) {
+    if !same_environment(&desired.environment_variables, &observed.environment_variables) {
         out.push("environmentVariables");
     }
     out
@@ -336,11 +352,23 @@ pub fn smoke_test_deployment(spec: &OnlineEndpointSpec) -> Option<String> {
     best.map(|(n, _)| n.to_owned())
 }
 
-/// Whether the smoke test should run now: the spec has one, and it never ran for this generation, or
-/// the last run failed at least `retry_after` ago (a cleared result means a rollout since).
+/// What is known about the smoke test's last run, for [`smoke_test_due`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SmokeRecord<'a> {
+    /// The last result (kept across rollouts: it names the model it tested).
+    pub last: Option<&'a SmokeTestResult>,
+    /// A rollout started after the last result was recorded.
+    pub rollout_since: bool,
+    /// The model the target deployment serves now, as Azure reports it.
+    pub serving: Option<&'a str>,
+}
+
+/// Whether the smoke test should run now: the spec has one, and it never ran, or a rollout happened
+/// since (a new generation, a rollout the operator started, or another model serving than the one
+/// tested), or the last run failed at least `retry_after` ago.
 pub fn smoke_test_due(
     spec: &OnlineEndpointSpec,
-    last: Option<&SmokeTestResult>,
+    record: &SmokeRecord<'_>,
     generation: Option<i64>,
     now: jiff::Timestamp,
     retry_after: Duration,
@@ -348,14 +376,16 @@ pub fn smoke_test_due(
     if spec.smoke_test.is_none() {
         return false;
     }
-    match last {
-        None => true,
-        Some(l) if l.observed_generation != generation => true,
-        Some(l) if !l.passed => {
-            l.time.as_ref().is_none_or(|t| now.duration_since(t.0).unsigned_abs() >= retry_after || now < t.0)
-        }
-        Some(_) => false,
+    let Some(last) = record.last else { return true };
+    let other_model = matches!((last.model.as_deref(), record.serving), (Some(tested), Some(serving)) if !same_model(tested, serving));
+    if record.rollout_since || last.observed_generation != generation || other_model {
+        return true;
     }
+    !last.passed
+        && last
+            .time
+            .as_ref()
+            .is_none_or(|t| now.duration_since(t.0).unsigned_abs() >= retry_after || now < t.0)
 }
 
 fn list(names: &BTreeSet<String>) -> String {
@@ -1268,29 +1298,112 @@ mod tests {
         assert_eq!(smoke_test_deployment(&named).as_deref(), Some("blue"));
     }
 
-    /// The smoke test runs after each rollout (new generation or a cleared result), and a failed one is
-    /// retried after a resync period, not on every pass.
+    /// The smoke test runs after each rollout (a new generation, a rollout the operator started, or
+    /// another model serving than the one tested), and a failed one is retried after a resync period,
+    /// not on every pass.
     #[test]
     fn smoke_test_due_rules() {
         let mut s = spec(serde_json::json!({}));
         let now = jiff::Timestamp::from_second(10_000).unwrap();
         let wait = Duration::from_secs(600);
-        assert!(!smoke_test_due(&s, None, Some(1), now, wait), "no smoke test in the spec");
+        let never = SmokeRecord::default();
+        assert!(!smoke_test_due(&s, &never, Some(1), now, wait), "no smoke test in the spec");
         s.smoke_test =
             Some(serde_json::from_value(serde_json::json!({"request": {"input_data": {}}})).unwrap());
-        assert!(smoke_test_due(&s, None, Some(1), now, wait));
+        assert!(smoke_test_due(&s, &never, Some(1), now, wait));
         let result = |passed: bool, generation: i64, at: i64| SmokeTestResult {
             time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 jiff::Timestamp::from_second(at).unwrap(),
             )),
             deployment: "demo".into(),
+            model: Some(MODEL.into()),
             passed,
             observed_generation: Some(generation),
             ..Default::default()
         };
-        assert!(!smoke_test_due(&s, Some(&result(true, 1, 9_990)), Some(1), now, wait));
-        assert!(smoke_test_due(&s, Some(&result(true, 1, 9_990)), Some(2), now, wait));
-        assert!(!smoke_test_due(&s, Some(&result(false, 1, 9_990)), Some(1), now, wait));
-        assert!(smoke_test_due(&s, Some(&result(false, 1, 9_000)), Some(1), now, wait));
+        let last = |r: &SmokeTestResult| -> bool {
+            let record = SmokeRecord { last: Some(r), rollout_since: false, serving: Some(MODEL) };
+            smoke_test_due(&s, &record, Some(1), now, wait)
+        };
+        assert!(!last(&result(true, 1, 9_990)));
+        assert!(last(&result(true, 0, 9_990)), "tested for an older generation");
+        assert!(!last(&result(false, 1, 9_990)), "failed, but retried only after a resync");
+        assert!(last(&result(false, 1, 9_000)));
+    }
+
+    /// A result kept through a rollout does not stand for the new model: the test is owed once a
+    /// rollout started, and whenever Azure serves another model than the one the result names (Azure's
+    /// ARM id of the same version counts as the same model).
+    #[test]
+    fn kept_smoke_result_is_owed_after_a_rollout() {
+        let mut s = spec(serde_json::json!({}));
+        s.smoke_test = Some(serde_json::from_value(serde_json::json!({"request": {}})).unwrap());
+        let now = jiff::Timestamp::from_second(10_000).unwrap();
+        let wait = Duration::from_secs(600);
+        let passed = SmokeTestResult {
+            time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::from_second(9_990).unwrap(),
+            )),
+            deployment: "demo".into(),
+            model: Some(MODEL.into()),
+            passed: true,
+            observed_generation: Some(1),
+            ..Default::default()
+        };
+        let due = |rollout_since: bool, serving: Option<&str>| {
+            let record = SmokeRecord { last: Some(&passed), rollout_since, serving };
+            smoke_test_due(&s, &record, Some(1), now, wait)
+        };
+        let arm = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws/models/phi3-ultrachat/versions/1";
+        assert!(!due(false, Some(arm)), "same version, other form");
+        assert!(due(true, Some(arm)), "a rollout started since the result");
+        assert!(due(false, Some("azureml:phi3-ultrachat:2")), "another version serves");
+        assert!(!due(false, None), "nothing known about what serves: the result stands");
+    }
+
+    /// A variable removed from the spec is removed in Azure: the deployment differs until it is gone,
+    /// while variables Azure adds itself (AZUREML_*) never count, so steady state stays GET-only.
+    #[test]
+    fn environment_variables_converge_to_the_spec() {
+        let s = spec(serde_json::json!({}));
+        let with_env = |vars: serde_json::Value| {
+            let mut s = s.clone();
+            s.deployments[0].environment_variables = serde_json::from_value(vars).unwrap();
+            s
+        };
+        let old = with_env(serde_json::json!({"LOG_LEVEL": "debug", "MAX_TOKENS": "200"}));
+        // Azure as the old spec left it, plus its own variable (see the `deployment` fixture).
+        let mut in_azure = deployment("demo", "Succeeded", &old);
+        in_azure.environment_variables.extend(old.deployments[0].environment_variables.clone());
+        let o = with(observed(&old), endpoint("Succeeded", &[("demo", 100)]), vec![in_azure.clone()]);
+        assert_eq!(decide(&old, &o).step, Step::Finish, "Azure's own AZUREML_MODEL_DIR is not drift");
+
+        let new = with_env(serde_json::json!({"LOG_LEVEL": "debug"}));
+        let o = with(observed(&new), endpoint("Succeeded", &[("demo", 100)]), vec![in_azure.clone()]);
+        let p = decide(&new, &o);
+        let Step::PutDeployments(puts) = &p.step else { panic!("{p:?}") };
+        assert_eq!(
+            puts[0].spec.environment_variables,
+            BTreeMap::from([("LOG_LEVEL".to_owned(), "debug".to_owned())])
+        );
+        assert_eq!(deployment_diff(&puts[0].spec, &in_azure), ["environmentVariables"]);
+
+        // Every variable removed: the PUT carries none.
+        let none = with_env(serde_json::json!({}));
+        let o = with(observed(&none), endpoint("Succeeded", &[("demo", 100)]), vec![in_azure.clone()]);
+        let p = decide(&none, &o);
+        let Step::PutDeployments(puts) = &p.step else { panic!("{p:?}") };
+        assert!(puts[0].spec.environment_variables.is_empty());
+        // A changed value differs too; a variable added in the portal is drift.
+        assert!(!same_environment(
+            &new.deployments[0].environment_variables,
+            &BTreeMap::from([("LOG_LEVEL".to_owned(), "info".to_owned())])
+        ));
+        let mut portal = new.deployments[0].environment_variables.clone();
+        portal.insert("EXTRA".into(), "1".into());
+        assert!(!same_environment(&new.deployments[0].environment_variables, &portal));
+        portal.remove("EXTRA");
+        portal.insert("azureml_model_dir".into(), "/var/azureml-app".into());
+        assert!(same_environment(&new.deployments[0].environment_variables, &portal));
     }
 }

@@ -35,7 +35,9 @@ use crate::api::onlineendpoint::{
     SmokeTestResult,
 };
 use crate::api::{FINALIZER, ModelRegistration, Workspace};
-use crate::azure::{self, ErrorClass, Operation, OperationStatus, ScoringAuth, WorkspaceClient};
+use crate::azure::{
+    self, EndpointKeys, ErrorClass, Operation, OperationStatus, ScoringAuth, WorkspaceClient,
+};
 
 /// Kind name for metrics and logs.
 pub const KIND: &str = "OnlineEndpoint";
@@ -43,9 +45,6 @@ pub const KIND: &str = "OnlineEndpoint";
 pub const SMOKE_TEST_CONDITION: &str = "SmokeTestPassed";
 /// Event reason when a change made outside Kubernetes is put back.
 pub const DRIFT_CORRECTED: &str = "DriftCorrected";
-/// `SmokeTestPassed` reason (status Unknown) when the endpoint's auth mode leaves the operator no way
-/// to score it.
-pub const SMOKE_TEST_NOT_SUPPORTED: &str = "NotSupported";
 /// Label on the keys Secrets the operator writes (the Secret watch selects on it).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "azureml-operator");
 
@@ -62,12 +61,11 @@ const SMOKE_EXCERPT_BYTES: usize = 256;
 enum SmokeUpdate {
     /// Leave it as it is.
     Keep,
-    /// A rollout started: the last result no longer describes what serves.
-    Clear,
+    /// A rollout started: the last result stays (it names the model it tested) but the test is owed
+    /// again once the rollout completes.
+    Outdated,
     /// A new result.
     Set(SmokeTestResult),
-    /// The endpoint's auth mode cannot be used by the operator's client for scoring.
-    Unsupported(String),
 }
 
 /// What Azure looked like this pass (absent when Azure was not reached).
@@ -367,17 +365,53 @@ async fn act(client: &WorkspaceClient, name: &str, plan: &Plan) -> (Acted, Optio
         acted.requeue = first_poll(&acted.started);
     }
     if acted.rolled {
-        acted.smoke = SmokeUpdate::Clear;
+        acted.smoke = SmokeUpdate::Outdated;
     }
     (acted, transient)
 }
 
-/// Writes the keys Secret when it is missing or out of date. Returns a Stalled health when Azure
-/// refuses to list the keys.
+/// The endpoint's keys, listed from Azure at most once per pass: ARM counts `listKeys` as a write,
+/// and both the keys Secret and the smoke test may need them.
+struct PassKeys<'a> {
+    client: &'a WorkspaceClient,
+    endpoint: &'a str,
+    listed: Option<EndpointKeys>,
+}
+
+impl<'a> PassKeys<'a> {
+    fn new(client: &'a WorkspaceClient, endpoint: &'a str) -> Self {
+        Self { client, endpoint, listed: None }
+    }
+
+    async fn get(&mut self) -> azure::Result<EndpointKeys> {
+        if let Some(keys) = &self.listed {
+            return Ok(keys.clone());
+        }
+        let keys = self.client.list_endpoint_keys(self.endpoint).await?;
+        self.listed = Some(keys.clone());
+        Ok(keys)
+    }
+}
+
+/// Data keys the operator owns in the keys Secret.
+const SECRET_KEYS: [&str; 3] = ["scoringUri", "primaryKey", "secondaryKey"];
+
+/// Whether the Secret already holds exactly `desired` in the keys the operator owns (values compared,
+/// so rotated keys are noticed and unchanged ones cause no write).
+fn secret_matches(existing: &Secret, uid: &str, desired: &BTreeMap<String, ByteString>) -> bool {
+    let owned = existing.owner_references().iter().any(|r| r.uid == uid);
+    let empty = BTreeMap::new();
+    let data = existing.data.as_ref().unwrap_or(&empty);
+    owned && SECRET_KEYS.iter().all(|k| data.get(*k).map(|v| &v.0) == desired.get(*k).map(|v| &v.0))
+}
+
+/// Brings the keys Secret up to date: the scoring URI and, for key auth, the keys Azure holds now (so
+/// keys regenerated in Azure reach the Secret on the next pass). Writes only when a value differs.
+/// Returns a Stalled health when Azure refuses to list the keys.
 async fn ensure_keys_secret(
     ctx: &Context,
     oe: &OnlineEndpoint,
-    client: &WorkspaceClient,
+    keys: &mut PassKeys<'_>,
     endpoint: &azure::OnlineEndpoint,
     secret_name: &str,
 ) -> Result<Option<Health>> {
@@ -385,28 +419,12 @@ async fn ensure_keys_secret(
     let uid = oe.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let scoring_uri = endpoint.scoring_uri.clone().unwrap_or_default();
-    let with_keys = oe.spec.auth_mode == AuthMode::Key;
-    let existing = api.get_opt(secret_name).await.map_err(Error::kube("read keys Secret"))?;
-    let up_to_date = existing.as_ref().is_some_and(|s| {
-        let owned = s.owner_references().iter().any(|r| r.uid == uid);
-        let data = s.data.clone().unwrap_or_default();
-        let value = |k: &str| data.get(k).map(|v| v.0.clone()).filter(|v| !v.is_empty());
-        owned
-            && value("scoringUri").as_deref() == Some(scoring_uri.as_bytes())
-            && (!with_keys || (value("primaryKey").is_some() && value("secondaryKey").is_some()))
-    });
-    if up_to_date {
-        return Ok(None);
-    }
     let mut data = BTreeMap::from([("scoringUri".to_owned(), ByteString(scoring_uri.into_bytes()))]);
-    if with_keys {
-        match client.list_endpoint_keys(&endpoint.name).await {
-            Ok(keys) => {
-                data.insert("primaryKey".into(), ByteString(keys.primary_key.expose().as_bytes().to_vec()));
-                data.insert(
-                    "secondaryKey".into(),
-                    ByteString(keys.secondary_key.expose().as_bytes().to_vec()),
-                );
+    if oe.spec.auth_mode == AuthMode::Key {
+        match keys.get().await {
+            Ok(k) => {
+                data.insert("primaryKey".into(), ByteString(k.primary_key.expose().as_bytes().to_vec()));
+                data.insert("secondaryKey".into(), ByteString(k.secondary_key.expose().as_bytes().to_vec()));
             }
             Err(e) if e.class().is_retryable() => return Err(Error::azure("list endpoint keys")(e)),
             Err(e) => {
@@ -420,6 +438,10 @@ async fn ensure_keys_secret(
                 )));
             }
         }
+    }
+    let existing = api.get_opt(secret_name).await.map_err(Error::kube("read keys Secret"))?;
+    if existing.as_ref().is_some_and(|s| secret_matches(s, &uid, &data)) {
+        return Ok(None);
     }
     let owner = oe.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?;
     let secret = Secret {
@@ -441,52 +463,50 @@ async fn ensure_keys_secret(
     Ok(None)
 }
 
-/// Sends the spec's smoke test to the chosen deployment and records the outcome (never the keys).
+/// Sends the spec's smoke test to `deployment`, which serves `model`, and records the outcome (never
+/// the key or token it used).
 async fn run_smoke_test(
     oe: &OnlineEndpoint,
     client: &WorkspaceClient,
+    keys: &mut PassKeys<'_>,
     endpoint: &azure::OnlineEndpoint,
+    deployment: &str,
+    model: Option<&str>,
 ) -> Result<SmokeUpdate> {
     let Some(test) = &oe.spec.smoke_test else { return Ok(SmokeUpdate::Keep) };
-    let Some(deployment) = decide::smoke_test_deployment(&oe.spec) else { return Ok(SmokeUpdate::Keep) };
     let Some(uri) = endpoint.scoring_uri.as_deref() else { return Ok(SmokeUpdate::Keep) };
+    let failed =
+        |message: String| SmokeUpdate::Set(smoke_result(oe, deployment, model, None, None, false, message));
     let auth = match oe.spec.auth_mode {
-        AuthMode::Key => match client.list_endpoint_keys(&endpoint.name).await {
-            Ok(keys) => ScoringAuth::Key(keys.primary_key),
+        AuthMode::Key => match keys.get().await {
+            Ok(k) => ScoringAuth::Key(k.primary_key),
             Err(e) if e.class().is_retryable() => return Err(Error::azure("list endpoint keys")(e)),
-            Err(e) => {
-                return Ok(SmokeUpdate::Set(smoke_result(
-                    oe,
-                    &deployment,
-                    None,
-                    None,
-                    false,
-                    format!("could not list the endpoint keys: {}", e.message()),
-                )));
-            }
+            Err(e) => return Ok(failed(format!("could not list the endpoint keys: {}", e.message()))),
+        },
+        // A token lives for hours; asking for one per test keeps it out of every store.
+        AuthMode::AmlToken => match client.get_endpoint_token(&endpoint.name).await {
+            Ok(t) => ScoringAuth::AmlToken(t.access_token),
+            Err(e) if e.class().is_retryable() => return Err(Error::azure("request endpoint token")(e)),
+            Err(e) => return Ok(failed(format!("could not get an endpoint token: {}", e.message()))),
         },
         AuthMode::AadToken => ScoringAuth::AadToken,
-        AuthMode::AmlToken => {
-            return Ok(SmokeUpdate::Unsupported(
-                "smoke tests of AMLToken endpoints are not run: the operator does not request endpoint tokens".into(),
-            ));
-        }
     };
-    let update = match client.score(uri, &auth, Some(&deployment), &test.request).await {
+    let update = match client.score(uri, &auth, Some(deployment), &test.request).await {
         Ok(resp) => {
             let passed = (200..300).contains(&resp.status);
             let excerpt = truncate(resp.body.trim(), SMOKE_EXCERPT_BYTES);
             let message = if passed { excerpt } else { format!("HTTP {}: {excerpt}", resp.status) };
             smoke_result(
                 oe,
-                &deployment,
+                deployment,
+                model,
                 Some(i32::from(resp.status)),
                 Some(resp.latency.as_millis() as i64),
                 passed,
                 message,
             )
         }
-        Err(e) => smoke_result(oe, &deployment, None, None, false, format!("request failed: {e}")),
+        Err(e) => smoke_result(oe, deployment, model, None, None, false, format!("request failed: {e}")),
     };
     Ok(SmokeUpdate::Set(update))
 }
@@ -494,6 +514,7 @@ async fn run_smoke_test(
 fn smoke_result(
     oe: &OnlineEndpoint,
     deployment: &str,
+    model: Option<&str>,
     http_status: Option<i32>,
     latency_ms: Option<i64>,
     passed: bool,
@@ -502,6 +523,7 @@ fn smoke_result(
     SmokeTestResult {
         time: Some(Time(jiff::Timestamp::now())),
         deployment: deployment.to_owned(),
+        model: model.map(str::to_owned),
         http_status,
         latency_ms,
         passed,
@@ -541,6 +563,13 @@ fn set_condition(
         Some(i) => list[i] = c,
         None => list.push(c),
     }
+}
+
+/// Whether a rollout started since the last smoke test (the condition [`SmokeUpdate::Outdated`] set,
+/// which only a new result replaces), so the test is owed whatever its generation says.
+fn smoke_outdated(conds: &[Condition]) -> bool {
+    conditions::find(conds, SMOKE_TEST_CONDITION)
+        .is_some_and(|c| c.status == "Unknown" && c.reason == reasons::PROGRESSING)
 }
 
 fn to_i32_map(m: &BTreeMap<String, u32>) -> BTreeMap<String, i32> {
@@ -594,9 +623,15 @@ async fn report(
     } else {
         match r.smoke {
             SmokeUpdate::Keep => {}
-            SmokeUpdate::Clear => {
-                status.last_smoke_test = None;
-                let msg = "a rollout is in progress; the smoke test runs when it completes".to_owned();
+            SmokeUpdate::Outdated => {
+                // The last result stays, naming the model it tested, until the new test has run.
+                let tested = old
+                    .last_smoke_test
+                    .as_ref()
+                    .and_then(|t| t.model.as_deref())
+                    .map(|m| format!(" (status.lastSmokeTest is for model {m})"))
+                    .unwrap_or_default();
+                let msg = format!("a rollout is in progress; the smoke test runs when it completes{tested}");
                 set_condition(
                     &mut conds,
                     SMOKE_TEST_CONDITION,
@@ -611,22 +646,14 @@ async fn report(
                 } else {
                     ("False", reasons::SMOKE_TEST_FAILED)
                 };
+                let model = result.model.as_deref().map(|m| format!(" (model {m})")).unwrap_or_default();
                 let msg = format!(
-                    "deployment {}: {}",
+                    "deployment {}{model}: {}",
                     result.deployment,
                     result.message.clone().unwrap_or_default()
                 );
                 set_condition(&mut conds, SMOKE_TEST_CONDITION, Some((state, reason, msg)), generation, &now);
                 status.last_smoke_test = Some(result);
-            }
-            SmokeUpdate::Unsupported(msg) => {
-                set_condition(
-                    &mut conds,
-                    SMOKE_TEST_CONDITION,
-                    Some(("Unknown", SMOKE_TEST_NOT_SUPPORTED, msg)),
-                    generation,
-                    &now,
-                );
             }
         }
     }
@@ -752,28 +779,39 @@ async fn apply(oe: Arc<OnlineEndpoint>, ctx: &Context) -> Result<Action> {
     if plan.step == Step::Finish
         && let Some(ep) = &seen.endpoint
     {
-        if let Some(keys) = &oe.spec.keys_secret
-            && let Some(stalled) = ensure_keys_secret(ctx, &oe, &client, ep, &keys.name).await?
+        let mut keys = PassKeys::new(&client, &ep.name);
+        if let Some(secret) = &oe.spec.keys_secret
+            && let Some(stalled) = ensure_keys_secret(ctx, &oe, &mut keys, ep, &secret.name).await?
         {
             health = stalled;
             next = Requeue::Resync;
         }
+        let target = decide::smoke_test_deployment(&oe.spec);
+        let serving = target.as_ref().and_then(|d| seen.deployments.get(d)).and_then(|d| d.model.clone());
         let due = decide::smoke_test_due(
             &oe.spec,
-            old.last_smoke_test.as_ref(),
+            &decide::SmokeRecord {
+                last: old.last_smoke_test.as_ref(),
+                rollout_since: smoke_outdated(&old.conditions),
+                serving: serving.as_deref(),
+            },
             generation,
             now,
             ctx.policy.resync(),
         );
-        if due && !health.is_stalled() {
-            smoke = run_smoke_test(&oe, &client, ep).await?;
+        if due
+            && !health.is_stalled()
+            && let Some(target) = &target
+        {
+            smoke = run_smoke_test(&oe, &client, &mut keys, ep, target, serving.as_deref()).await?;
         }
+        // A result from before the last rollout says nothing about what serves now.
         let result = match &smoke {
             SmokeUpdate::Set(r) => Some(r),
+            _ if due => None,
             _ => old.last_smoke_test.as_ref(),
         };
         if oe.spec.smoke_test.is_some()
-            && !matches!(smoke, SmokeUpdate::Unsupported(_))
             && let Some(r) = result.filter(|r| !r.passed)
             && !health.is_stalled()
         {
@@ -1062,6 +1100,46 @@ mod tests {
             &Time(jiff::Timestamp::from_second(9_900).unwrap()),
         );
         assert!(held_failure(&ready, Some(3), now, resync).is_none());
+    }
+
+    fn keys_secret(owner_uid: &str, data: &[(&str, &str)]) -> Secret {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "keys",
+                "ownerReferences": [{"apiVersion": "azureml-operator.io/v1alpha1", "kind": "OnlineEndpoint",
+                                     "name": "ep", "uid": owner_uid, "controller": true}]
+            },
+            "data": data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect::<BTreeMap<_, _>>(),
+        }))
+        .unwrap()
+    }
+
+    fn desired(data: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
+        data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect()
+    }
+
+    /// The keys Secret is rewritten only when a value the operator owns differs: a regenerated key
+    /// does, the same keys do not, and keys someone else added to the Secret do not count.
+    #[test]
+    fn keys_secret_is_compared_by_value() {
+        let now = [("scoringUri", "https://ep/score"), ("primaryKey", "p1"), ("secondaryKey", "s1")];
+        let want = desired(&now);
+        assert!(secret_matches(&keys_secret("uid-1", &now), "uid-1", &want));
+        let mut extra = now.to_vec();
+        extra.push(("note", "added by hand"));
+        assert!(secret_matches(&keys_secret("uid-1", &extra), "uid-1", &want));
+        let rotated =
+            desired(&[("scoringUri", "https://ep/score"), ("primaryKey", "p2"), ("secondaryKey", "s1")]);
+        assert!(!secret_matches(&keys_secret("uid-1", &now), "uid-1", &rotated));
+        assert!(!secret_matches(&keys_secret("other", &now), "uid-1", &want), "not ours yet");
+        // Token auth: only the scoring URI; stale keys in the Secret would be a difference.
+        let uri_only = desired(&[("scoringUri", "https://ep/score")]);
+        assert!(secret_matches(
+            &keys_secret("uid-1", &[("scoringUri", "https://ep/score")]),
+            "uid-1",
+            &uri_only
+        ));
+        assert!(!secret_matches(&keys_secret("uid-1", &now), "uid-1", &uri_only));
     }
 
     /// The smoke-test condition keeps its transition time while its status holds.

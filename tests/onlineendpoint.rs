@@ -316,15 +316,25 @@ impl Harness {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// The Events with `reason`, waiting a little for the first: the operator writes Events in the
+    /// background, so one can land just after the status that reports the same transition.
     async fn events(&self, reason: &str) -> Vec<Event> {
-        Api::<Event>::namespaced(self.client.clone(), &self.ns)
-            .list(&ListParams::default())
-            .await
-            .expect("list events")
-            .items
-            .into_iter()
-            .filter(|e| e.reason.as_deref() == Some(reason))
-            .collect()
+        let api = Api::<Event>::namespaced(self.client.clone(), &self.ns);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let found: Vec<Event> = api
+                .list(&ListParams::default())
+                .await
+                .expect("list events")
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .collect();
+            if !found.is_empty() || tokio::time::Instant::now() > deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

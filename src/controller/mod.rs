@@ -30,6 +30,12 @@ use policy::{FailureCounter, Policy};
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "azureml-operator";
 
+/// Reconciles of one kind in flight at once. Unbounded, every object of a cold start or a bulk apply
+/// reconciles at the same moment and each in-flight API call holds its own HTTP/1.1 connection with
+/// TLS buffers: 10,000 objects measured about 2,900 connections and 30 KiB of RSS per object. Azure's
+/// buckets (10 writes/s) and the API server bound throughput long before this does.
+pub const MAX_CONCURRENT_RECONCILES: u16 = 16;
+
 /// What every reconciler shares.
 pub struct Context {
     /// Kubernetes client.

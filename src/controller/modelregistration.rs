@@ -423,7 +423,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .reflect(writer)
         .applied_objects();
     let controller = Controller::for_stream(stream, reader).with_config(
-        controller::Config::default().concurrency(super::finetunejob::MAX_CONCURRENT_RECONCILES),
+        controller::Config::default().concurrency(super::MAX_CONCURRENT_RECONCILES),
     );
     let by_job = controller.store();
     let by_workspace = controller.store();

@@ -42,11 +42,6 @@ pub const KIND: &str = "FineTuneJob";
 /// The pipeline step whose MLflow run carries the training and evaluation metrics.
 const FINETUNE_STEP: &str = "chat_completion_finetune";
 
-/// Reconciles of one kind in flight at once. Unbounded, every object of a cold start or a bulk apply
-/// reconciles at the same moment and each in-flight API call holds its own HTTP/1.1 connection with
-/// TLS buffers: 10,000 objects measured about 2,900 connections and 30 KiB of RSS per object. Azure's
-/// buckets (10 writes/s) and the API server bound throughput long before this does.
-pub(crate) const MAX_CONCURRENT_RECONCILES: u16 = 16;
 
 /// How long a compute cluster read (in the Succeeded state) is reused across jobs, before the policy's scale.
 const COMPUTE_TTL: Duration = Duration::from_secs(60);
@@ -758,7 +753,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             Default::default(),
         );
     let controller = Controller::for_stream(trigger, reader.clone())
-        .with_config(controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES));
+        .with_config(controller::Config::default().concurrency(super::MAX_CONCURRENT_RECONCILES));
     let by_workspace = reader.clone();
     controller
         // A Workspace turning Ready (or changing) re-checks the jobs that name it.

@@ -16,11 +16,11 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
 use self::decide::{
@@ -714,7 +714,7 @@ async fn apply(oe: Arc<OnlineEndpoint>, ctx: &Context) -> Result<Action> {
                 smoke: SmokeUpdate::Keep,
             };
             report(&oe, ctx, &old, r).await?;
-            return Ok(Action::requeue(ctx.policy.dependency_wait()));
+            return Ok(Action::requeue(ctx.policy.workspace_wait()));
         }
     };
     let location = match workspace.status.as_ref().and_then(|s| s.location.clone()) {
@@ -863,7 +863,7 @@ async fn cleanup(oe: &OnlineEndpoint, ctx: &Context) -> Result<Cleanup> {
                 smoke: SmokeUpdate::Keep,
             };
             report(oe, ctx, &old, r).await?;
-            return Ok(Cleanup::Pending(Action::requeue(ctx.policy.dependency_wait())));
+            return Ok(Cleanup::Pending(Action::requeue(ctx.policy.workspace_wait())));
         }
     };
     let uid = oe.uid().unwrap_or_default();
@@ -983,6 +983,7 @@ async fn reconcile(oe: Arc<OnlineEndpoint>, ctx: Arc<Context>) -> Result<Action>
         }
         ctx.metrics.set_phase(KIND, &uid, None);
     }
+    let oe = super::add_finalizer_early(&api, FINALIZER, oe).await;
     let action = finalizer(&api, FINALIZER, oe, |event| async {
         match event {
             FinalizerEvent::Apply(o) => apply(o, &ctx).await,
@@ -1008,7 +1009,14 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client))
         }
     };
-    let controller = Controller::new(endpoints, watcher::Config::default().any_semantic());
+    let (reader, writer) = reflector::store();
+    let trigger = watcher(endpoints, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(super::finetunejob::cache::trim_for_store)
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(trigger, reader)
+        .with_config(controller::Config::default().concurrency(super::MAX_CONCURRENT_RECONCILES));
     let by_model = controller.store();
     let by_workspace = controller.store();
     let managed = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);

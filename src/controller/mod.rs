@@ -178,7 +178,7 @@ where
 }
 
 /// Publishes an Event when the outcome differs from what the old conditions said (a transition), never on
-/// a repeat. It is written in the background; failures are logged, not fatal: events are informative.
+/// a repeat nor for the first-sight placeholder. It is written in the background; failures are logged, not fatal: events are informative.
 pub fn publish_transition<K>(ctx: &Context, obj: &K, old: &[Condition], health: &Health)
 where
     K: Resource<DynamicType = ()>,
@@ -190,7 +190,8 @@ where
             && (p.status == "True") == health.is_ready()
             && stalled_before == health.is_stalled()
     });
-    if unchanged {
+    // The first-sight placeholder is not news: the transition that follows it is.
+    if unchanged || health.reason() == conditions::reasons::FIRST_OBSERVED {
         return;
     }
     let event = Event {
@@ -238,6 +239,10 @@ where
 /// for the watch to bring the object back: one round trip more between a resource's creation and its
 /// first Azure request. The patch carries the object's resourceVersion, so it fails rather than overwrite
 /// a concurrent change; on any failure the object is returned as it was and the helper's own path runs.
+///
+/// Only for a controller that reads its object fresh at the start of every pass: the finalizer's own
+/// watch event queues another pass, which a watch cache still missing this pass's status writes would
+/// run on stale status (for a FineTuneJob, without the job name it just persisted and submitted).
 pub async fn add_finalizer_early<K>(api: &Api<K>, finalizer: &str, obj: Arc<K>) -> Arc<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug,

@@ -392,7 +392,6 @@ async fn reconcile(mreg: Arc<ModelRegistration>, ctx: Arc<Context>) -> Result<Ac
     let ns = mreg.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<ModelRegistration> = Api::namespaced(ctx.client.clone(), &ns);
     let uid = mreg.uid().unwrap_or_default();
-    let mreg = super::add_finalizer_early(&api, FINALIZER, mreg).await;
     let action = finalizer(&api, FINALIZER, mreg, |event| async {
         match event {
             FinalizerEvent::Apply(m) => apply(m, &ctx).await,

@@ -117,6 +117,14 @@ impl Policy {
         self.s(by_age.max(by_budget))
     }
 
+    /// When to poll a job that was already running when the operator started, for the first time: a
+    /// uniformly random point of its poll interval. A restart with thousands of running jobs then polls
+    /// them at the steady-state rate instead of spending the subscription's whole read budget at once,
+    /// and a job that ended meanwhile is still noticed within one poll interval.
+    pub fn first_job_poll(&self, age: Duration, running_jobs: usize) -> Duration {
+        self.job_poll(age, running_jobs).mul_f64(rand::rng().random_range(0.0..1.0))
+    }
+
     /// Wait after the `failures`-th consecutive transient error (1-based), with ±20% jitter.
     pub fn backoff(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
         let exp = failures.saturating_sub(1).min(16);
@@ -181,6 +189,22 @@ mod tests {
         let interval = p.job_poll(secs(0), 10_000);
         let reads_per_sec = 10_000.0 / interval.as_secs_f64();
         assert!(reads_per_sec <= 25.0 * 0.4 + 1e-9, "{reads_per_sec} reads/s");
+    }
+
+    /// After a start, 10,000 running jobs polled at random points of their interval average the
+    /// steady-state rate: no burst spends the whole read budget.
+    #[test]
+    fn first_polls_after_a_start_are_spread_over_the_interval() {
+        let p = Policy::default();
+        let interval = p.job_poll(secs(3600), 10_000);
+        let firsts: Vec<Duration> = (0..10_000).map(|_| p.first_job_poll(secs(3600), 10_000)).collect();
+        assert!(firsts.iter().all(|d| *d <= interval));
+        // In any tenth of the interval about a tenth of the jobs is polled (generous bound for chance).
+        let tenth = interval / 10;
+        for k in 0..10u32 {
+            let n = firsts.iter().filter(|d| **d >= tenth * k && **d < tenth * (k + 1)).count();
+            assert!((700..=1300).contains(&n), "{n} polls in tenth {k}");
+        }
     }
 
     /// Retry-After from Azure wins over our default, but never below the floor.

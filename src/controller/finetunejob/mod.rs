@@ -8,7 +8,8 @@ pub mod decide;
 pub mod params;
 pub mod pyliteral;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -60,6 +61,8 @@ pub struct Caches {
     components: TtlCache<AssetKey, Lookup<ComponentAsset>>,
     computes: TtlCache<CacheKey, Option<Compute>>,
     vm_sizes: TtlCache<CacheKey, Vec<VmSize>>,
+    /// Jobs (hashed UIDs) this process has seen, so the first poll after a start can be spread.
+    seen: Mutex<HashSet<u64>>,
 }
 
 impl Caches {
@@ -71,8 +74,27 @@ impl Caches {
             components: TtlCache::new(ASSET_TTL.mul_f64(scale)),
             computes: TtlCache::new(COMPUTE_TTL.mul_f64(scale)),
             vm_sizes: TtlCache::new(VM_SIZES_TTL.mul_f64(scale)),
+            seen: Mutex::default(),
         }
     }
+
+    /// True the first time this process asks about `uid`.
+    fn first_sight(&self, uid: &str) -> bool {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(uid_hash(uid))
+    }
+
+    /// Forgets a deleted job.
+    fn forget(&self, uid: &str) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid_hash(uid));
+    }
+}
+
+/// A UID as 8 bytes: 10,000 jobs cost 80 KB in [`Caches::seen`] instead of their UID strings.
+fn uid_hash(uid: &str) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    uid.hash(&mut h);
+    h.finish()
 }
 
 /// What a pass concluded, before it is written: the new status (without conditions) and its health.
@@ -422,12 +444,13 @@ async fn apply(
     let ns = ftj.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let uid = ftj.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let mut old = ftj.status.clone().unwrap_or_default();
-    if old.conditions.is_empty() {
-        // First sight: say we are working on it before any Azure call can fail, so kstatus never
-        // reads a resource without conditions as done.
-        let health =
-            Health::progressing(reasons::FIRST_OBSERVED, "checking the model, compute and parameters");
-        old = report(&ftj, ctx, &old, Outcome { status: old.clone(), health }).await?;
+    let first_sight = caches.first_sight(&uid);
+    if first_sight && matches!(old.phase, Phase::Submitted | Phase::Running) && old.job_name.is_some() {
+        // Running in Azure before this process started: poll it at a random point of its interval
+        // rather than together with every other running job (see `Policy::first_job_poll`).
+        let age = old.start_time.as_ref().or(ftj.meta().creation_timestamp.as_ref());
+        let age = age.map(|t| jiff::Timestamp::now().duration_since(t.0).unsigned_abs()).unwrap_or_default();
+        return Ok(Action::requeue(ctx.policy.first_job_poll(age, running_jobs(store))));
     }
     let (client, workspace) = match connect(ctx, &ns, &ftj.spec.workspace_ref).await? {
         Connection::Ready { client, workspace } => (client, workspace),
@@ -440,6 +463,13 @@ async fn apply(
             return Ok(Action::requeue(ctx.policy.workspace_wait()));
         }
     };
+    if old.conditions.is_empty() {
+        // First sight: say we are working on it before any Azure call can fail, so kstatus never
+        // reads a resource without conditions as done. (Waiting for the Workspace reports that instead.)
+        let health =
+            Health::progressing(reasons::FIRST_OBSERVED, "checking the model, compute and parameters");
+        old = report(&ftj, ctx, &old, Outcome { status: old.clone(), health }).await?;
+    }
     let job_name = old.job_name.clone().unwrap_or_else(|| params::job_name(&ns, &ftj.name_any(), &uid));
     // Status holds the name before the job is ever PUT (persist before create), so without one there is
     // nothing in Azure to adopt and the GET is skipped: ARM reads are the scarce budget at scale.
@@ -718,11 +748,13 @@ async fn reconcile(
     let ns = ftj.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<FineTuneJob> = Api::namespaced(ctx.client.clone(), &ns);
     let uid = ftj.uid().unwrap_or_default();
-    let ftj = super::add_finalizer_early(&api, FINALIZER, ftj).await;
     let action = finalizer(&api, FINALIZER, ftj, |event| async {
         match event {
             FinalizerEvent::Apply(f) => apply(f, &ctx, &store, &caches).await,
-            FinalizerEvent::Cleanup(f) => cleanup(f, &ctx).await,
+            FinalizerEvent::Cleanup(f) => {
+                caches.forget(&uid);
+                cleanup(f, &ctx).await
+            }
         }
     })
     .await?;

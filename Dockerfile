@@ -29,6 +29,8 @@ LABEL org.opencontainers.image.title="azureml-operator" \
 COPY --from=builder /azureml-operator /azureml-operator
 # The distroless `nonroot` user, by number: the kubelet can only verify runAsNonRoot against a
 # numeric USER.
+# glibc's malloc keeps a heap per thread; two bound the memory kept after a bulk change (BENCHMARKS.md).
+ENV MALLOC_ARENA_MAX=2
 USER 65532:65532
 # /metrics, /healthz and /readyz.
 EXPOSE 8080

@@ -331,6 +331,21 @@ struct Traffic {
     job_polls: usize,
     job_puts: usize,
     last_seq: u64,
+    /// Most ARM reads in any 10 s of the slice, per second.
+    peak_reads_per_sec: f64,
+}
+
+/// Most timestamps inside any `window`, per second of it.
+fn peak_rate(mut times: Vec<jiff::Timestamp>, window: jiff::SignedDuration) -> f64 {
+    times.sort();
+    let (mut start, mut most) = (0, 0);
+    for end in 0..times.len() {
+        while times[end].duration_since(times[start]) >= window {
+            start += 1;
+        }
+        most = most.max(end + 1 - start);
+    }
+    most as f64 / window.as_secs_f64()
 }
 
 impl Env {
@@ -436,7 +451,9 @@ impl Env {
                     &format!("127.0.0.1:{}", self.metrics_port),
                 ])
                 .env("KUBECONFIG", &self.kubeconfig)
-                .env("RUST_LOG", &self.operator_log),
+                .env("RUST_LOG", &self.operator_log)
+                // As the image and the Helm chart set it (see the Dockerfile).
+                .env("MALLOC_ARENA_MAX", "2"),
             &log,
         )?);
         Ok(())
@@ -503,6 +520,7 @@ impl Env {
     /// ARM traffic after `since`; `submitted` carries job names PUT earlier, so a GET of one is a poll.
     async fn traffic(&self, since: u64, submitted: &mut HashSet<String>) -> Result<Traffic> {
         let mut t = Traffic { last_seq: since, ..Traffic::default() };
+        let mut read_times = Vec::new();
         for r in self.requests_since(since).await? {
             t.last_seq = t.last_seq.max(r["seq"].as_u64().unwrap_or(0));
             let path = r["path"].as_str().unwrap_or_default();
@@ -516,6 +534,9 @@ impl Env {
             match r["method"].as_str().unwrap_or_default() {
                 "GET" | "HEAD" => {
                     t.reads += 1;
+                    if let Some(at) = r["time"].as_str().and_then(|x| x.parse::<jiff::Timestamp>().ok()) {
+                        read_times.push(at);
+                    }
                     match job {
                         Some(j) if submitted.contains(j) => t.job_polls += 1,
                         _ => t.pre_submit_reads += 1,
@@ -534,6 +555,7 @@ impl Env {
                 _ => t.writes += 1,
             }
         }
+        t.peak_reads_per_sec = peak_rate(read_times, jiff::SignedDuration::from_secs(10));
         Ok(t)
     }
 
@@ -551,6 +573,57 @@ impl Env {
     fn rss(&self) -> Result<Rss> {
         Rss::of(self.operator_pid()?)
     }
+
+    /// Waits until the operator used under 2% of a CPU for 3 s in a row (at most 120 s); how long it took.
+    async fn wait_operator_idle(&mut self) -> Result<Duration> {
+        let started = Instant::now();
+        let pid = self.operator_pid()?;
+        let mut before = cpu_seconds(pid)?;
+        loop {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            self.check_alive()?;
+            let now = cpu_seconds(pid)?;
+            if now - before < 0.06 || started.elapsed() > Duration::from_secs(120) {
+                return Ok(started.elapsed());
+            }
+            before = now;
+        }
+    }
+}
+
+/// CPU time (user + system) a process has used, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("unreadable /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; 100 ticks a second.
+    Ok((ticks(11) + ticks(12)) / 100.0)
+}
+
+/// How many objects of a kind have status conditions, listed in pages.
+async fn count_with_conditions<K>(api: &Api<K>) -> Result<usize>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let mut count = 0;
+    let mut params = ListParams::default().limit(500);
+    loop {
+        let page = api.list(&params).await?;
+        count += page.items.iter().filter(|o| has_conditions(*o)).count();
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => params = params.continue_token(&c),
+            _ => return Ok(count),
+        }
+    }
+}
+
+fn has_conditions<K: serde::Serialize>(obj: &K) -> bool {
+    serde_json::to_value(obj)
+        .ok()
+        .and_then(|v| v.pointer("/status/conditions").and_then(Value::as_array).map(|c| !c.is_empty()))
+        .unwrap_or(false)
 }
 
 /// The job name in `/subscriptions/.../jobs/{name}[/...]`.
@@ -741,6 +814,7 @@ async fn jobs_run(bench: &Bench, n: usize, cli: &Cli) -> Result<()> {
     report!("| polling window | {secs:.0} s (load average {load1}) | |");
     report!("| ARM reads in the window | {} ({reads_per_sec:.2}/s; {} 429s) | |", poll.reads, poll.throttled);
     report!("| ARM reads per job-hour | {:.1} | |", reads_per_sec * 3600.0 / n as f64);
+    report!("| busiest 10 s of the window | {:.1} reads/s | |", poll.peak_reads_per_sec);
     report!(
         "| share of the read refill (25/s) | {:.1}% | ≤ 50% at 10,000 |",
         100.0 * reads_per_sec / ARM_READ_REFILL_PER_SEC
@@ -780,18 +854,26 @@ async fn jobs_run(bench: &Bench, n: usize, cli: &Cli) -> Result<()> {
         }
     }
 
-    // 6: cold start with n jobs (and their Workspace) already in the cluster.
+    // 6: cold start with n jobs (and their Workspace) already in the cluster. Every job is reconciled at
+    // once (from the API server, no Azure call), and its first Azure poll is spread over its poll interval
+    // (`Policy::first_job_poll`), so the clock runs until every job has been read from Azure once or that
+    // interval (plus a minute) has passed, whichever is first.
     log(&format!("{label}: restarting the operator"));
     env.operator = None;
     let seq2 = env.last_seq().await?;
     let load2 = load_average();
+    let victim_age = api
+        .get("ftj-00000")
+        .await?
+        .creation_timestamp()
+        .map(|t| jiff::Timestamp::now().duration_since(t.0).unsigned_abs())
+        .unwrap_or_default();
+    let interval = Policy::default().job_poll(victim_age, n);
+    let limit = interval + Duration::from_secs(60);
     let t2 = Instant::now();
     env.start_operator()?;
-    // Resynced = every job's reconcile started (operator metric) and every job read from Azure once
-    // (distinct job GETs in the emulator's log), which is what a restart must do before it can
-    // notice anything.
     let mut reconciled_at = None;
-    let (resync, cold) = loop {
+    let (resync, polled_count) = loop {
         env.check_alive()?;
         if reconciled_at.is_none()
             && env.metric_sum("azureml_operator_reconciles_total{kind=\"FineTuneJob\"}").await >= n as u64
@@ -808,26 +890,42 @@ async fn jobs_run(bench: &Bench, n: usize, cli: &Cli) -> Result<()> {
             }
         }
         if polled.len() >= n {
-            break (Some(t2.elapsed()), env.traffic(seq2, &mut names).await?);
+            break (Some(t2.elapsed()), polled.len());
         }
-        if t2.elapsed() > Duration::from_secs(900) {
-            break (None, env.traffic(seq2, &mut names).await?);
+        if t2.elapsed() > limit {
+            break (None, polled.len());
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     };
+    let observed = t2.elapsed();
+    let cold = env.traffic(seq2, &mut names).await?;
     let reconciled = reconciled_at.map_or_else(|| "?".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
+    report!("| cold start: every job reconciled (no Azure call) after | {reconciled} (load average {load2}) | |");
     match resync {
         Some(d) => report!(
-            "| cold start: every job's reconcile started / every job read from Azure | {reconciled} / {:.1} s (load average {load2}) | |",
-            d.as_secs_f64()
+            "| cold start: every job read from Azure once after | {:.1} s (their poll interval: {:.0} s) | within the interval |",
+            d.as_secs_f64(),
+            interval.as_secs_f64()
         ),
-        None => report!("| cold start: every job read from Azure | not within 900 s | |"),
+        None => report!(
+            "| cold start: jobs read from Azure within their poll interval + 60 s | {polled_count} of {n} in {:.0} s (interval {:.0} s) | all |",
+            observed.as_secs_f64(),
+            interval.as_secs_f64()
+        ),
     }
+    let mean = cold.reads as f64 / observed.as_secs_f64();
     report!(
-        "| cold start: ARM reads / writes / 429s until then | {} / {} / {} | inside 250 + 25/s |",
+        "| cold start: ARM reads / writes / 429s in those {:.0} s | {} / {} / {} | 0 429s |",
+        observed.as_secs_f64(),
         cold.reads,
         cold.writes,
         cold.throttled
+    );
+    report!(
+        "| cold start: ARM reads per second, mean / busiest 10 s | {mean:.2} / {:.1} = {:.0}% / {:.0}% of the refill | inside 250 + 25/s |",
+        cold.peak_reads_per_sec,
+        100.0 * mean / ARM_READ_REFILL_PER_SEC,
+        100.0 * cold.peak_reads_per_sec / ARM_READ_REFILL_PER_SEC
     );
     report!("| operator RSS / peak after cold start | {} |  |\n", rss_text(env.rss()?));
     Ok(())
@@ -875,31 +973,33 @@ async fn objects_run(bench: &Bench, n: usize, samples: usize) -> Result<()> {
     )
     .await?;
     let created_in = started.elapsed();
-    // Every object seen and reconciled at least once.
+    // Every object reconciled to its resting state (conditions written), then the operator idle (its
+    // Event writes done): the latency below is for objects that exist, not for a backlog being worked off.
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
         env.check_alive()?;
-        let ftj = env.metric_sum("azureml_operator_reconciles_total{kind=\"FineTuneJob\"}").await;
-        let mreg = env.metric_sum("azureml_operator_reconciles_total{kind=\"ModelRegistration\"}").await;
-        if ftj >= half as u64 && mreg >= (n - half) as u64 {
+        let ftj = count_with_conditions(&jobs).await?;
+        let mreg = count_with_conditions(&regs).await?;
+        if ftj >= half && mreg >= n - half {
             break;
         }
         if Instant::now() > deadline {
-            return Err(format!("only {ftj}+{mreg} reconciles of {n} objects").into());
+            return Err(format!("only {ftj}+{mreg} of {n} objects have conditions").into());
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let reconciled_in = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_after = env.wait_operator_idle().await?;
     let with = env.rss()?;
     let per_1000 = (Rss::mib(with.rss_kib) - Rss::mib(base.rss_kib)) * 1000.0 / n as f64;
     report!("### {n} cached objects ({half} FineTuneJobs + {} ModelRegistrations)\n", n - half);
     report!("| figure | value | target |\n|---|---|---|");
     report!("| load average (1 min) at start | {load0} | |");
     report!(
-        "| created in / all reconciled after | {:.1} s / {:.1} s | |",
+        "| created in / all with conditions after / operator idle after | {:.1} s / {:.1} s / {:.1} s | |",
         created_in.as_secs_f64(),
-        reconciled_in.as_secs_f64()
+        reconciled_in.as_secs_f64(),
+        (reconciled_in + idle_after).as_secs_f64()
     );
     report!("| operator RSS / peak, Workspace only | {} | |", rss_text(base));
     report!("| operator RSS / peak, with {n} objects | {} | ≤ 64 MiB at 10,000 |", rss_text(with));

@@ -900,7 +900,9 @@ async fn jobs_run(bench: &Bench, n: usize, cli: &Cli) -> Result<()> {
     let observed = t2.elapsed();
     let cold = env.traffic(seq2, &mut names).await?;
     let reconciled = reconciled_at.map_or_else(|| "?".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
-    report!("| cold start: every job reconciled (no Azure call) after | {reconciled} (load average {load2}) | |");
+    report!(
+        "| cold start: every job reconciled (no Azure call) after | {reconciled} (load average {load2}) | |"
+    );
     match resync {
         Some(d) => report!(
             "| cold start: every job read from Azure once after | {:.1} s (their poll interval: {:.0} s) | within the interval |",

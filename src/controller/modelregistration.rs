@@ -421,9 +421,8 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .modify(super::finetunejob::cache::trim_for_store)
         .reflect(writer)
         .applied_objects();
-    let controller = Controller::for_stream(stream, reader).with_config(
-        controller::Config::default().concurrency(super::MAX_CONCURRENT_RECONCILES),
-    );
+    let controller = Controller::for_stream(stream, reader)
+        .with_config(controller::Config::default().concurrency(super::MAX_CONCURRENT_RECONCILES));
     let by_job = controller.store();
     let by_workspace = controller.store();
     controller

@@ -193,9 +193,8 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .modify(super::finetunejob::cache::trim_for_store)
         .reflect(writer)
         .applied_objects();
-    let controller = Controller::for_stream(stream, reader).with_config(
-        controller::Config::default().concurrency(super::MAX_CONCURRENT_RECONCILES),
-    );
+    let controller = Controller::for_stream(stream, reader)
+        .with_config(controller::Config::default().concurrency(super::MAX_CONCURRENT_RECONCILES));
     let store = controller.store();
     controller
         // A changed Secret re-checks the Workspaces that name it (a rotated client secret or CA bundle).

@@ -43,7 +43,6 @@ pub const KIND: &str = "FineTuneJob";
 /// The pipeline step whose MLflow run carries the training and evaluation metrics.
 const FINETUNE_STEP: &str = "chat_completion_finetune";
 
-
 /// How long a compute cluster read (in the Succeeded state) is reused across jobs, before the policy's scale.
 const COMPUTE_TTL: Duration = Duration::from_secs(60);
 /// How long a registry model or component lookup is reused across jobs, before the policy's scale.

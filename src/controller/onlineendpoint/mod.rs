@@ -585,6 +585,14 @@ struct Report {
     smoke: SmokeUpdate,
 }
 
+impl Report {
+    /// A report that knows nothing of the endpoint (waiting for the Workspace, or deleting): only health
+    /// and the operations still pending change; the smoke-test result is kept.
+    fn without_endpoint(health: Health, operations: Vec<PendingOperation>) -> Self {
+        Self { health, endpoint_name: None, seen: None, operations, smoke: SmokeUpdate::Keep }
+    }
+}
+
 async fn report(
     oe: &OnlineEndpoint,
     ctx: &Context,
@@ -706,13 +714,7 @@ async fn apply(oe: Arc<OnlineEndpoint>, ctx: &Context) -> Result<Action> {
     let (client, workspace) = match connect(ctx, &ns, &oe.spec.workspace_ref).await? {
         Connection::Ready { client, workspace } => (client, workspace),
         Connection::Unavailable(health) => {
-            let r = Report {
-                health,
-                endpoint_name: None,
-                seen: None,
-                operations: old.operations.clone(),
-                smoke: SmokeUpdate::Keep,
-            };
+            let r = Report::without_endpoint(health, old.operations.clone());
             report(&oe, ctx, &old, r).await?;
             return Ok(Action::requeue(ctx.policy.workspace_wait()));
         }
@@ -855,13 +857,7 @@ async fn cleanup(oe: &OnlineEndpoint, ctx: &Context) -> Result<Cleanup> {
         // The workspace resource is gone: nothing in Azure is reachable any more.
         Connection::Unavailable(h) if h.reason() == reasons::WORKSPACE_MISSING => return Ok(Cleanup::Done),
         Connection::Unavailable(health) => {
-            let r = Report {
-                health,
-                endpoint_name: None,
-                seen: None,
-                operations: old.operations.clone(),
-                smoke: SmokeUpdate::Keep,
-            };
+            let r = Report::without_endpoint(health, old.operations.clone());
             report(oe, ctx, &old, r).await?;
             return Ok(Cleanup::Pending(Action::requeue(ctx.policy.workspace_wait())));
         }
@@ -891,26 +887,17 @@ async fn cleanup(oe: &OnlineEndpoint, ctx: &Context) -> Result<Cleanup> {
     if let Some((p, op)) = sent {
         match client.poll(&op).await {
             Ok(OperationStatus::InProgress { retry_after }) => {
-                let r = Report {
-                    health: deleting(format!("waiting for Azure to delete endpoint {name}")),
-                    endpoint_name: None,
-                    seen: None,
-                    operations: vec![p],
-                    smoke: SmokeUpdate::Keep,
-                };
+                let r = Report::without_endpoint(
+                    deleting(format!("waiting for Azure to delete endpoint {name}")),
+                    vec![p],
+                );
                 report(oe, ctx, &old, r).await?;
                 return Ok(Cleanup::Pending(Action::requeue(ctx.policy.operation_poll(Some(retry_after)))));
             }
             Ok(OperationStatus::Succeeded) => {}
             Err(e) if e.class() == ErrorClass::NotFound => {}
             Ok(OperationStatus::Failed(e)) => {
-                let r = Report {
-                    health: stall(&e),
-                    endpoint_name: None,
-                    seen: None,
-                    operations: Vec::new(),
-                    smoke: SmokeUpdate::Keep,
-                };
+                let r = Report::without_endpoint(stall(&e), Vec::new());
                 report(oe, ctx, &old, r).await?;
                 return Ok(Cleanup::Pending(backoff(ctx)));
             }
@@ -921,13 +908,7 @@ async fn cleanup(oe: &OnlineEndpoint, ctx: &Context) -> Result<Cleanup> {
     let endpoint = client.get_online_endpoint(&name).await.map_err(Error::azure("get endpoint"))?;
     let Some(endpoint) = endpoint else { return Ok(Cleanup::Done) };
     if endpoint.provisioning_state == azure::ProvisioningState::Deleting {
-        let r = Report {
-            health: deleting(format!("Azure is deleting endpoint {name}")),
-            endpoint_name: None,
-            seen: None,
-            operations: Vec::new(),
-            smoke: SmokeUpdate::Keep,
-        };
+        let r = Report::without_endpoint(deleting(format!("Azure is deleting endpoint {name}")), Vec::new());
         report(oe, ctx, &old, r).await?;
         return Ok(Cleanup::Pending(Action::requeue(ctx.policy.operation_poll(None))));
     }
@@ -935,13 +916,7 @@ async fn cleanup(oe: &OnlineEndpoint, ctx: &Context) -> Result<Cleanup> {
         Ok(None) => Ok(Cleanup::Done),
         Ok(Some(op)) => {
             let p = pending(decide::ENDPOINT_TARGET.to_owned(), actions::DELETE, &op);
-            let r = Report {
-                health: deleting(format!("deleting endpoint {name} in Azure")),
-                endpoint_name: None,
-                seen: None,
-                operations: vec![p],
-                smoke: SmokeUpdate::Keep,
-            };
+            let r = Report::without_endpoint(deleting(format!("deleting endpoint {name} in Azure")), vec![p]);
             report(oe, ctx, &old, r).await?;
             Ok(Cleanup::Pending(Action::requeue(ctx.policy.operation_poll(Some(op.retry_after())))))
         }
@@ -950,13 +925,7 @@ async fn cleanup(oe: &OnlineEndpoint, ctx: &Context) -> Result<Cleanup> {
             Err(Error::azure("delete endpoint")(e))
         }
         Err(e) => {
-            let r = Report {
-                health: stall(&e),
-                endpoint_name: None,
-                seen: None,
-                operations: Vec::new(),
-                smoke: SmokeUpdate::Keep,
-            };
+            let r = Report::without_endpoint(stall(&e), Vec::new());
             report(oe, ctx, &old, r).await?;
             Ok(Cleanup::Pending(backoff(ctx)))
         }

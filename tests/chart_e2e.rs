@@ -9,6 +9,7 @@
 mod support;
 
 use support::chart::{apply_all, template};
+use support::operator::{create_emulator_secrets, emulator_workspace};
 
 use std::{
     fs,
@@ -24,7 +25,7 @@ use kube::{
     Api, Client,
     api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams},
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// How much faster than Azure the emulator runs.
 const EMULATOR_TIME_SCALE: f64 = 600.0;
@@ -187,41 +188,8 @@ async fn start_emulator(namespace: &str) -> RunningEmulator {
     let emulator = Emulator::start(EmulatorConfig::default().with_time_scale(EMULATOR_TIME_SCALE))
         .await
         .expect("emulator starts");
-    let secrets: Api<Secret> = Api::namespaced(support::client().await, namespace);
-    for (name, key, value) in [
-        ("azureml-credentials", "clientSecret", "emulator-secret".to_owned()),
-        ("azureml-emulator-ca", "ca.crt", emulator.ca_pem().to_owned()),
-    ] {
-        let secret: Secret =
-            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {key: value}}))
-                .expect("secret");
-        secrets.create(&PostParams::default(), &secret).await.expect("secret created");
-    }
+    create_emulator_secrets(&support::client().await, namespace, &emulator).await;
     emulator
-}
-
-/// A Workspace pointing at the emulator, with a client-secret credential.
-fn workspace(name: &str, emulator: &RunningEmulator) -> Value {
-    let url = emulator.https_url();
-    json!({
-        "apiVersion": "azureml-operator.io/v1alpha1",
-        "kind": "Workspace",
-        "metadata": {"name": name},
-        "spec": {
-            "subscriptionId": "00000000-0000-0000-0000-000000000001",
-            "resourceGroup": "rg-azureml-demo",
-            "workspaceName": "ws-azureml-demo",
-            "cloud": "Custom",
-            "endpoints": {"resourceManager": url, "authorityHost": url, "registryDiscovery": url},
-            "credential": {
-                "type": "ClientSecret",
-                "tenantId": "00000000-0000-0000-0000-0000000000aa",
-                "clientId": "00000000-0000-0000-0000-0000000000cc",
-                "secretRef": {"name": "azureml-credentials", "key": "clientSecret"}
-            },
-            "caBundleSecretRef": {"name": "azureml-emulator-ca", "key": "ca.crt"}
-        }
-    })
 }
 
 /// One of the notebook's manifests from examples/.
@@ -284,7 +252,7 @@ async fn workflow_runs_under_the_charts_rbac() {
     let emulator = start_emulator(&ns).await;
     let mut operator = install.spawn("rbac-0");
 
-    create(&ns, workspace("default", &emulator)).await;
+    create(&ns, emulator_workspace("default", &emulator)).await;
     wait_ready(&ns, "Workspace", "default", READY_TIMEOUT, &mut operator).await;
     for (file, kind, name) in [
         ("finetunejob.yaml", "FineTuneJob", "phi3-ultrachat"),
@@ -341,7 +309,7 @@ async fn a_standby_replica_takes_over_within_the_lease() {
     let mut standby = replicas.remove(1 - leader_index);
     let mut leader = replicas.remove(0);
 
-    create(&ns, workspace("default", &emulator)).await;
+    create(&ns, emulator_workspace("default", &emulator)).await;
     wait_ready(&ns, "Workspace", "default", READY_TIMEOUT, &mut leader).await;
     assert_eq!(
         install.lease_holder().await.as_deref(),
@@ -359,7 +327,7 @@ async fn a_standby_replica_takes_over_within_the_lease() {
     leader.child.kill().expect("SIGKILL the leader");
     leader.child.wait().expect("reap the leader");
     let killed = Instant::now();
-    create(&ns, workspace("second", &emulator)).await;
+    create(&ns, emulator_workspace("second", &emulator)).await;
 
     let took_lease = loop {
         standby.assert_alive();

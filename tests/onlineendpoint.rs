@@ -27,9 +27,9 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-const TENANT: &str = "00000000-0000-0000-0000-0000000000aa";
-const CLIENT_ID: &str = "00000000-0000-0000-0000-0000000000cc";
-const CLIENT_SECRET: &str = "emulator-secret";
+use support::operator::{
+    EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET, EMULATOR_TENANT, create_emulator_secrets, emulator_workspace,
+};
 const WORKSPACE_PATH: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-azureml-demo/providers/Microsoft.MachineLearningServices/workspaces/ws-azureml-demo";
 /// Registry models the emulator seeds; Phi-3's inference allow list contains Standard_NC6s_v3.
 const PHI3_V15: &str = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15";
@@ -68,37 +68,8 @@ impl Harness {
         let emulator = Emulator::start(config).await.expect("emulator starts");
         let ns = support::test_namespace(prefix).await;
         let client = support::client().await;
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-        for (name, key, value) in [
-            ("azureml-credentials", "clientSecret", CLIENT_SECRET.to_owned()),
-            ("azureml-emulator-ca", "ca.crt", emulator.ca_pem().to_owned()),
-        ] {
-            let secret: Secret =
-                serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {key: value}}))
-                    .unwrap();
-            secrets.create(&PostParams::default(), &secret).await.expect("secret created");
-        }
-        let url = emulator.https_url().to_owned();
-        let ws: Workspace = serde_json::from_value(json!({
-            "apiVersion": "azureml-operator.io/v1alpha1",
-            "kind": "Workspace",
-            "metadata": {"name": "default"},
-            "spec": {
-                "subscriptionId": "00000000-0000-0000-0000-000000000001",
-                "resourceGroup": "rg-azureml-demo",
-                "workspaceName": "ws-azureml-demo",
-                "cloud": "Custom",
-                "endpoints": {"resourceManager": url, "authorityHost": url, "registryDiscovery": url},
-                "credential": {
-                    "type": "ClientSecret",
-                    "tenantId": TENANT,
-                    "clientId": CLIENT_ID,
-                    "secretRef": {"name": "azureml-credentials", "key": "clientSecret"}
-                },
-                "caBundleSecretRef": {"name": "azureml-emulator-ca", "key": "ca.crt"}
-            }
-        }))
-        .unwrap();
+        create_emulator_secrets(&client, &ns, &emulator).await;
+        let ws: Workspace = serde_json::from_value(emulator_workspace("default", &emulator)).unwrap();
         Api::<Workspace>::namespaced(client.clone(), &ns)
             .create(&PostParams::default(), &ws)
             .await
@@ -292,11 +263,11 @@ impl Harness {
     async fn arm(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let token: Value = self
             .http
-            .post(format!("{}/{TENANT}/oauth2/v2.0/token", self.emulator.https_url()))
+            .post(format!("{}/{EMULATOR_TENANT}/oauth2/v2.0/token", self.emulator.https_url()))
             .form(&[
                 ("grant_type", "client_credentials"),
-                ("client_id", CLIENT_ID),
-                ("client_secret", CLIENT_SECRET),
+                ("client_id", EMULATOR_CLIENT_ID),
+                ("client_secret", EMULATOR_CLIENT_SECRET),
                 ("scope", "https://management.azure.com/.default"),
             ])
             .send()

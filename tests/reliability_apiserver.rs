@@ -1,6 +1,8 @@
 //! kube-apiserver killed and restarted mid-workflow: watches break, requests fail, and the operator must
 //! neither lose nor duplicate work. This binary runs its own control plane, since it restarts it.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +12,7 @@ use azureml_operator::api::{FineTuneJob, ModelRegistration, Workspace};
 use azureml_operator::azure::{AzureMl, ClientOptions};
 use azureml_operator::controller::{self, Context, policy::Policy};
 use azureml_operator::metrics::Metrics;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
@@ -74,26 +76,8 @@ async fn a_restarted_api_server_loses_and_duplicates_nothing() {
     let client = cp.client().await.expect("client");
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
     Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("namespace");
-    for (name, key, value) in [
-        ("azureml-credentials", "clientSecret", "emulator-secret".to_owned()),
-        ("azureml-emulator-ca", "ca.crt", emulator.ca_pem().to_owned()),
-    ] {
-        create::<Secret>(&client, json!({"metadata": {"name": name}, "stringData": {key: value}})).await;
-    }
-    let url = emulator.https_url();
-    create::<Workspace>(&client, json!({
-        "apiVersion": "azureml-operator.io/v1alpha1", "kind": "Workspace", "metadata": {"name": "default"},
-        "spec": {
-            "subscriptionId": "00000000-0000-0000-0000-000000000001", "resourceGroup": "rg-azureml-demo",
-            "workspaceName": "ws-azureml-demo", "cloud": "Custom",
-            "endpoints": {"resourceManager": url, "authorityHost": url, "registryDiscovery": url},
-            "credential": {"type": "ClientSecret", "tenantId": "00000000-0000-0000-0000-0000000000aa",
-                "clientId": "00000000-0000-0000-0000-0000000000cc",
-                "secretRef": {"name": "azureml-credentials", "key": "clientSecret"}},
-            "caBundleSecretRef": {"name": "azureml-emulator-ca", "key": "ca.crt"}
-        }
-    }))
-    .await;
+    support::operator::create_emulator_secrets(&client, NS, &emulator).await;
+    create::<Workspace>(&client, support::operator::emulator_workspace("default", &emulator)).await;
     let ctx = Arc::new(Context::new(
         cp.client().await.expect("operator client"),
         AzureMl::new(ClientOptions { request_timeout: Duration::from_secs(5), ..ClientOptions::default() }),

@@ -47,39 +47,9 @@ impl Operator {
             Emulator::start(config.with_time_scale(EMULATOR_TIME_SCALE)).await.expect("emulator starts");
         let namespace = super::test_namespace(prefix).await;
         let client = super::client().await;
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-        for (name, key, value) in [
-            ("azureml-credentials", "clientSecret", "emulator-secret".to_owned()),
-            ("azureml-emulator-ca", "ca.crt", emulator.ca_pem().to_owned()),
-        ] {
-            let secret: Secret = serde_json::from_value(json!({
-                "metadata": {"name": name},
-                "stringData": {key: value}
-            }))
-            .expect("secret");
-            secrets.create(&PostParams::default(), &secret).await.expect("secret created");
-        }
-        let url = emulator.https_url().to_owned();
-        let workspace: Workspace = serde_json::from_value(json!({
-            "apiVersion": "azureml-operator.io/v1alpha1",
-            "kind": "Workspace",
-            "metadata": {"name": "default"},
-            "spec": {
-                "subscriptionId": "00000000-0000-0000-0000-000000000001",
-                "resourceGroup": "rg-azureml-demo",
-                "workspaceName": "ws-azureml-demo",
-                "cloud": "Custom",
-                "endpoints": {"resourceManager": url, "authorityHost": url, "registryDiscovery": url},
-                "credential": {
-                    "type": "ClientSecret",
-                    "tenantId": "00000000-0000-0000-0000-0000000000aa",
-                    "clientId": "00000000-0000-0000-0000-0000000000cc",
-                    "secretRef": {"name": "azureml-credentials", "key": "clientSecret"}
-                },
-                "caBundleSecretRef": {"name": "azureml-emulator-ca", "key": "ca.crt"}
-            }
-        }))
-        .expect("workspace");
+        create_emulator_secrets(&client, &namespace, &emulator).await;
+        let workspace: Workspace =
+            serde_json::from_value(emulator_workspace("default", &emulator)).expect("workspace");
         Api::<Workspace>::namespaced(client, &namespace)
             .create(&PostParams::default(), &workspace)
             .await
@@ -230,4 +200,47 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The service principal the emulator accepts (its tenant, client id and secret).
+pub const EMULATOR_TENANT: &str = "00000000-0000-0000-0000-0000000000aa";
+pub const EMULATOR_CLIENT_ID: &str = "00000000-0000-0000-0000-0000000000cc";
+pub const EMULATOR_CLIENT_SECRET: &str = "emulator-secret";
+
+/// Puts into `namespace` the credential and CA Secrets that [`emulator_workspace`] names.
+pub async fn create_emulator_secrets(client: &Client, namespace: &str, emulator: &RunningEmulator) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    for (name, key, value) in [
+        ("azureml-credentials", "clientSecret", EMULATOR_CLIENT_SECRET),
+        ("azureml-emulator-ca", "ca.crt", emulator.ca_pem()),
+    ] {
+        let secret: Secret =
+            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {key: value}}))
+                .expect("secret");
+        secrets.create(&PostParams::default(), &secret).await.expect("secret created");
+    }
+}
+
+/// A Workspace named `name` pointing at the emulator, with a client-secret credential.
+pub fn emulator_workspace(name: &str, emulator: &RunningEmulator) -> Value {
+    let url = emulator.https_url();
+    json!({
+        "apiVersion": "azureml-operator.io/v1alpha1",
+        "kind": "Workspace",
+        "metadata": {"name": name},
+        "spec": {
+            "subscriptionId": "00000000-0000-0000-0000-000000000001",
+            "resourceGroup": "rg-azureml-demo",
+            "workspaceName": "ws-azureml-demo",
+            "cloud": "Custom",
+            "endpoints": {"resourceManager": url, "authorityHost": url, "registryDiscovery": url},
+            "credential": {
+                "type": "ClientSecret",
+                "tenantId": EMULATOR_TENANT,
+                "clientId": EMULATOR_CLIENT_ID,
+                "secretRef": {"name": "azureml-credentials", "key": "clientSecret"}
+            },
+            "caBundleSecretRef": {"name": "azureml-emulator-ca", "key": "ca.crt"}
+        }
+    })
 }

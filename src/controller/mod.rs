@@ -36,6 +36,17 @@ pub const FIELD_MANAGER: &str = "azureml-operator";
 /// buckets (10 writes/s) and the API server bound throughput long before this does.
 pub const MAX_CONCURRENT_RECONCILES: u16 = 16;
 
+/// Objects per page when a watch lists (at start and after the watch expires). A paginated list is
+/// read and decoded a page at a time; with `resourceVersion=0` (the "any" list semantic) the API
+/// server ignores the limit and sends every object in one response, so a cold start with 10,000
+/// FineTuneJobs decoded them all, managedFields included, at once, and the heap kept that peak.
+pub const LIST_PAGE_SIZE: u32 = 100;
+
+/// The watch settings of every watch: consistent lists, paginated by [`LIST_PAGE_SIZE`].
+pub fn watch_config() -> kube::runtime::watcher::Config {
+    kube::runtime::watcher::Config::default().page_size(LIST_PAGE_SIZE)
+}
+
 /// What every reconciler shares.
 pub struct Context {
     /// Kubernetes client.

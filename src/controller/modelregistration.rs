@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::Api;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -409,14 +409,14 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let (mregs, jobs, workspaces) = match &namespace {
         Some(ns) => (
             Api::<ModelRegistration>::namespaced(client.clone(), ns),
-            Api::<FineTuneJob>::namespaced(client.clone(), ns),
+            Api::<PartialObjectMeta<FineTuneJob>>::namespaced(client.clone(), ns),
             Api::<Workspace>::namespaced(client, ns),
         ),
         None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
     };
     // Trimmed before the store: the cache holds every ModelRegistration for the operator's lifetime.
     let (reader, writer) = reflector::store();
-    let stream = watcher(mregs, watcher::Config::default().any_semantic())
+    let stream = watcher(mregs, super::watch_config())
         .default_backoff()
         .modify(super::finetunejob::cache::trim_for_store)
         .reflect(writer)
@@ -426,20 +426,25 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let by_job = controller.store();
     let by_workspace = controller.store();
     controller
-        // A FineTuneJob's progress (its status) is what a waiting registration waits for.
-        .watches(jobs, watcher::Config::default().any_semantic(), move |job: FineTuneJob| {
-            let (ns, name) = (job.namespace(), job.name_any());
-            by_job
-                .state()
-                .into_iter()
-                .filter(|m| {
-                    m.namespace() == ns
-                        && m.spec.source.fine_tune_job_ref.as_ref().is_some_and(|r| r.name == name)
-                })
-                .map(|m| ObjectRef::from_obj(&*m))
-                .collect::<Vec<_>>()
-        })
-        .watches(workspaces, watcher::Config::default().any_semantic(), move |ws: Workspace| {
+        // A FineTuneJob's progress (its status) is what a waiting registration waits for. Any change
+        // of the job is an event of its metadata watch too (a new resourceVersion); the mapper needs
+        // only names, so the jobs' specs and statuses are not decoded twice.
+        .watches_stream(
+            watcher(jobs, super::watch_config()).default_backoff().touched_objects(),
+            move |job: PartialObjectMeta<FineTuneJob>| {
+                let (ns, name) = (job.namespace(), job.name_any());
+                by_job
+                    .state()
+                    .into_iter()
+                    .filter(|m| {
+                        m.namespace() == ns
+                            && m.spec.source.fine_tune_job_ref.as_ref().is_some_and(|r| r.name == name)
+                    })
+                    .map(|m| ObjectRef::from_obj(&*m))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(workspaces, super::watch_config(), move |ws: Workspace| {
             super::naming_workspace(&by_workspace, &ws, |o| &o.spec.workspace_ref)
         })
         .shutdown_on_signal()

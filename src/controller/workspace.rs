@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::Api;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -182,13 +182,16 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let (workspaces, secrets) = match &namespace {
         Some(ns) => (
             Api::<Workspace>::namespaced(ctx.client.clone(), ns),
-            Api::<Secret>::namespaced(ctx.client.clone(), ns),
+            Api::<PartialObjectMeta<Secret>>::namespaced(ctx.client.clone(), ns),
         ),
-        None => (Api::<Workspace>::all(ctx.client.clone()), Api::<Secret>::all(ctx.client.clone())),
+        None => (
+            Api::<Workspace>::all(ctx.client.clone()),
+            Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
+        ),
     };
     // Trimmed before the store, as the other kinds are.
     let (reader, writer) = reflector::store();
-    let stream = watcher(workspaces, watcher::Config::default().any_semantic())
+    let stream = watcher(workspaces, super::watch_config())
         .default_backoff()
         .modify(super::finetunejob::cache::trim_for_store)
         .reflect(writer)
@@ -198,16 +201,21 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let store = controller.store();
     controller
         // A changed Secret re-checks the Workspaces that name it (a rotated client secret or CA bundle).
-        .watches(secrets, watcher::Config::default().any_semantic(), move |secret: Secret| {
-            let ns = secret.namespace();
-            let name = secret.name_any();
-            store
-                .state()
-                .into_iter()
-                .filter(|ws| ws.namespace() == ns && names_secret(ws, &name))
-                .map(|ws| ObjectRef::from_obj(&*ws))
-                .collect::<Vec<_>>()
-        })
+        // Metadata only: the mapper needs names, and a cluster's Secrets (Helm keeps whole releases in
+        // them) need not pass through the operator's memory. The reconcile reads the ones it names.
+        .watches_stream(
+            watcher(secrets, super::watch_config()).default_backoff().touched_objects(),
+            move |secret: PartialObjectMeta<Secret>| {
+                let ns = secret.namespace();
+                let name = secret.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|ws| ws.namespace() == ns && names_secret(ws, &name))
+                    .map(|ws| ObjectRef::from_obj(&*ws))
+                    .collect::<Vec<_>>()
+            },
+        )
         .shutdown_on_signal()
         .run(reconcile, |ws, e, ctx| super::error_policy(KIND, &*ws, e, &ctx), ctx)
         .for_each(|_| futures::future::ready(()))

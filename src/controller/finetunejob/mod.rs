@@ -774,7 +774,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let caches = Arc::new(Caches::new(ctx.policy.scale));
     // Our own status writes change neither generation, finalizers nor annotations, so they do not
     // bring the object back: progress is driven by requeues, spec edits, deletion and the detach annotation.
-    let trigger = watcher(jobs, watcher::Config::default().any_semantic())
+    let trigger = watcher(jobs, super::watch_config())
         .default_backoff()
         .modify(cache::trim_for_store)
         .reflect(writer)
@@ -788,7 +788,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let by_workspace = reader.clone();
     controller
         // A Workspace turning Ready (or changing) re-checks the jobs that name it.
-        .watches(workspaces, watcher::Config::default().any_semantic(), move |ws: Workspace| {
+        .watches(workspaces, super::watch_config(), move |ws: Workspace| {
             super::naming_workspace(&by_workspace, &ws, |o| &o.spec.workspace_ref)
         })
         .shutdown_on_signal()

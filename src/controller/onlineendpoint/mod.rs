@@ -979,7 +979,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         }
     };
     let (reader, writer) = reflector::store();
-    let trigger = watcher(endpoints, watcher::Config::default().any_semantic())
+    let trigger = watcher(endpoints, super::watch_config())
         .default_backoff()
         .modify(super::finetunejob::cache::trim_for_store)
         .reflect(writer)
@@ -991,9 +991,9 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let managed = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
     controller
         // A keys Secret edited or deleted by hand is written again.
-        .owns(secrets, watcher::Config::default().labels(&managed))
+        .owns(secrets, super::watch_config().labels(&managed))
         // A new model version in a referenced ModelRegistration rolls the deployments serving it.
-        .watches(mregs, watcher::Config::default().any_semantic(), move |m: ModelRegistration| {
+        .watches(mregs, super::watch_config(), move |m: ModelRegistration| {
             let (ns, name) = (m.namespace(), m.name_any());
             by_model
                 .state()
@@ -1009,7 +1009,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
                 .map(|oe| ObjectRef::from_obj(&*oe))
                 .collect::<Vec<_>>()
         })
-        .watches(workspaces, watcher::Config::default().any_semantic(), move |ws: Workspace| {
+        .watches(workspaces, super::watch_config(), move |ws: Workspace| {
             super::naming_workspace(&by_workspace, &ws, |o| &o.spec.workspace_ref)
         })
         .shutdown_on_signal()

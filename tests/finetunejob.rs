@@ -210,7 +210,7 @@ async fn notebook_job_runs_from_pending_to_succeeded() {
     assert_eq!(status.resolved_model.as_ref().map(|m| m.version.as_str()), Some("15"));
     assert_eq!(status.resolved_component.as_ref().map(|c| c.version.as_str()), Some("0.0.82"));
     assert_eq!(status.gpus_per_node, Some(1));
-    assert_eq!(status.effective_parameters.get("precision").map(String::as_str), Some("16"));
+    assert_eq!(status.effective_parameters.get("precision").as_deref(), Some("16"));
     assert_eq!(
         status.outputs.and_then(|o| o.trained_model),
         Some(format!("azureml://jobs/{job_name}/outputs/trained_model"))

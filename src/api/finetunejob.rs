@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::WorkspaceRef;
+use super::compact::CompactMap;
 
 /// Fine-tunes a foundation model from an Azure ML registry on your data, as one pipeline job.
 ///
@@ -390,8 +391,8 @@ pub struct FineTuneJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpus_per_node: Option<i32>,
     /// Every component input the job was (or will be) submitted with, as sent.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub effective_parameters: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "CompactMap::is_empty")]
+    pub effective_parameters: CompactMap<String>,
     /// The job's display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
@@ -399,8 +400,8 @@ pub struct FineTuneJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<JobOutputs>,
     /// Final training and evaluation metrics (last value of each), when the job has ended.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub metrics: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "CompactMap::is_empty")]
+    pub metrics: CompactMap<f64>,
     /// Status of each step of the pipeline.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepStatus>,

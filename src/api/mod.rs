@@ -2,6 +2,7 @@
 //!
 //! Nothing here talks to Kubernetes or Azure; these are the types `kubectl explain` documents.
 
+pub mod compact;
 pub mod conditions;
 // kube's `#[kube(printcolumn(...))]` repeats `type_ = "string"` across columns by design.
 #[allow(clippy::duplicated_attributes)]

@@ -418,7 +418,7 @@ fn submitting(old: &FineTuneJobStatus, v: &Validation, sub: &Submission) -> Fine
     let mut s = validating(old, Some(v), true);
     s.job_name = Some(sub.job_name.clone());
     s.gpus_per_node = Some(sub.gpus_per_node);
-    s.effective_parameters = sub.effective_parameters.clone();
+    s.effective_parameters = sub.effective_parameters.clone().into();
     s.display_name = sub.spec.display_name.clone();
     s.experiment_name = Some(sub.spec.experiment_name.clone());
     s
@@ -590,7 +590,7 @@ async fn apply(
                     status.steps = details.steps;
                 }
                 if !details.metrics.is_empty() {
-                    status.metrics = details.metrics;
+                    status.metrics = details.metrics.into();
                 }
                 status.start_time = status.start_time.or(details.started.map(Time));
                 status.completion_time = status.completion_time.or(details.ended.map(Time));

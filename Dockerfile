@@ -4,7 +4,7 @@
 # cc-debian12 as the `nonroot` user (65532).
 #
 # The binary links glibc dynamically (libc, libm, libgcc_s; TLS is rustls with ring, so no
-# OpenSSL). cc-debian12 carries exactly those libraries, and building on bookworm keeps the glibc
+# OpenSSL; the allocator is jemalloc, built from source by its crate with the image's cc and make). cc-debian12 carries exactly those libraries, and building on bookworm keeps the glibc
 # the binary was linked against equal to the runtime's (2.36).
 #
 #   docker build -t azureml-operator .
@@ -29,8 +29,6 @@ LABEL org.opencontainers.image.title="azureml-operator" \
 COPY --from=builder /azureml-operator /azureml-operator
 # The distroless `nonroot` user, by number: the kubelet can only verify runAsNonRoot against a
 # numeric USER.
-# glibc's malloc keeps a heap per thread; two bound the memory kept after a bulk change (BENCHMARKS.md).
-ENV MALLOC_ARENA_MAX=2
 USER 65532:65532
 # /metrics, /healthz and /readyz.
 EXPOSE 8080

@@ -16,6 +16,12 @@ use azureml_operator::controller::{self, Context, policy::Policy};
 use azureml_operator::metrics::{self, HealthState, Metrics};
 use azureml_operator::telemetry::{self, LogFormat};
 
+/// jemalloc gives freed memory back to the system (its background thread purges unused pages), where
+/// glibc's malloc kept the peak of every bulk list; see BENCHMARKS.md.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "azureml-operator", version, about)]
 struct Cli {

@@ -451,9 +451,7 @@ impl Env {
                     &format!("127.0.0.1:{}", self.metrics_port),
                 ])
                 .env("KUBECONFIG", &self.kubeconfig)
-                .env("RUST_LOG", &self.operator_log)
-                // As the image and the Helm chart set it (see the Dockerfile).
-                .env("MALLOC_ARENA_MAX", "2"),
+                .env("RUST_LOG", &self.operator_log),
             &log,
         )?);
         Ok(())

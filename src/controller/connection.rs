@@ -192,20 +192,19 @@ pub async fn connect(ctx: &Context, namespace: &str, ws_ref: &WorkspaceRef) -> R
         )));
     }
     let config = match ctx.connections.get(&ws, ctx.policy.secret_reuse()) {
-        Some(c) => Ok(c),
-        None => connection_config(&ctx.client, &ws).await?,
-    };
-    let config = match config {
-        Ok(c) => {
-            ctx.connections.put(&ws, &c);
-            c
-        }
-        Err(p) => {
-            return Ok(Connection::Unavailable(Health::progressing(
-                reasons::WORKSPACE_NOT_READY,
-                format!("Workspace {}: {}", ws_ref.name, p.message),
-            )));
-        }
+        Some(c) => c,
+        None => match connection_config(&ctx.client, &ws).await? {
+            Ok(c) => {
+                ctx.connections.put(&ws, &c);
+                c
+            }
+            Err(p) => {
+                return Ok(Connection::Unavailable(Health::progressing(
+                    reasons::WORKSPACE_NOT_READY,
+                    format!("Workspace {}: {}", ws_ref.name, p.message),
+                )));
+            }
+        },
     };
     let client = ctx.azure.workspace(&config).map_err(Error::azure("open workspace client"))?;
     Ok(Connection::Ready { client, workspace: Box::new(ws) })
@@ -228,6 +227,13 @@ struct CachedConfig {
     config: ConnectionConfig,
 }
 
+impl CachedConfig {
+    /// Built from this very Workspace object (same uid, same resourceVersion).
+    fn is_for(&self, ws: &Workspace) -> bool {
+        self.uid == ws.metadata.uid && self.resource_version == ws.metadata.resource_version
+    }
+}
+
 /// Most Workspaces remembered; past it the cache starts over (a re-read costs two Secret GETs).
 const CONFIG_CACHE_LIMIT: usize = 256;
 
@@ -237,26 +243,15 @@ impl ConfigCache {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries
             .get(&(ws.namespace().unwrap_or_default(), ws.name_any()))
-            .filter(|c| {
-                c.uid == ws.metadata.uid
-                    && c.resource_version == ws.metadata.resource_version
-                    && c.read_at.elapsed() < max_age
-            })
+            .filter(|c| c.is_for(ws) && c.read_at.elapsed() < max_age)
             .map(|c| c.config.clone())
     }
 
-    /// Remembers the settings built for `ws` now (kept unchanged if already remembered for it).
+    /// Remembers the settings just read for `ws`; they are reused from now on, for `max_age`.
     pub fn put(&self, ws: &Workspace, config: &ConnectionConfig) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let key = (ws.namespace().unwrap_or_default(), ws.name_any());
-        if let Some(c) = entries.get(&key)
-            && c.uid == ws.metadata.uid
-            && c.resource_version == ws.metadata.resource_version
-            && &c.config == config
-        {
-            return;
-        }
-        if entries.len() >= CONFIG_CACHE_LIMIT {
+        if entries.len() >= CONFIG_CACHE_LIMIT && !entries.contains_key(&key) {
             entries.clear();
         }
         entries.insert(
@@ -304,5 +299,20 @@ mod tests {
         assert!(cache.get(&ws("uid-1", "11"), long).is_none(), "edited Workspace");
         assert!(cache.get(&ws("uid-2", "10"), long).is_none(), "re-created Workspace");
         assert!(cache.get(&a, Duration::ZERO).is_none(), "too old");
+    }
+
+    /// Settings read again after they aged out are reused again: the unchanged Workspace does not
+    /// cost two Secret reads on every pass from then on.
+    #[test]
+    fn settings_read_again_are_reused_again() {
+        let cache = ConfigCache::default();
+        let a = ws("uid-1", "10");
+        let config = build_config(&a, None, None).expect("config");
+        cache.put(&a, &config);
+        std::thread::sleep(Duration::from_millis(20));
+        let max_age = Duration::from_millis(10);
+        assert!(cache.get(&a, max_age).is_none(), "aged out");
+        cache.put(&a, &config);
+        assert_eq!(cache.get(&a, max_age), Some(config), "the fresh read counts from now");
     }
 }

@@ -13,10 +13,13 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::Stream;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -43,8 +46,38 @@ pub const MAX_CONCURRENT_RECONCILES: u16 = 16;
 pub const LIST_PAGE_SIZE: u32 = 100;
 
 /// The watch settings of every watch: consistent lists, paginated by [`LIST_PAGE_SIZE`].
-pub fn watch_config() -> kube::runtime::watcher::Config {
-    kube::runtime::watcher::Config::default().page_size(LIST_PAGE_SIZE)
+pub fn watch_config() -> watcher::Config {
+    watcher::Config::default().page_size(LIST_PAGE_SIZE)
+}
+
+/// The annotation `kubectl apply` fills with a copy of the whole manifest.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what no controller reads before an object enters a reflector store: `managedFields` (often
+/// larger than the spec) and kubectl's last-applied copy of the manifest. With thousands of objects
+/// cached this is most of the operator's memory.
+pub fn trim_for_store<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// A controller's watch of its own kind and the store it fills: listed with [`watch_config`], retried
+/// with backoff, and trimmed ([`trim_for_store`]) before the store, which holds every object for the
+/// operator's lifetime. The stream yields the objects applied, to drive the controller.
+pub fn cached_watch<K>(api: Api<K>) -> (impl Stream<Item = Result<K, watcher::Error>> + Send, Store<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watch_config())
+        .default_backoff()
+        .modify(trim_for_store)
+        .reflect(writer)
+        .applied_objects();
+    (stream, reader)
 }
 
 /// What every reconciler shares.
@@ -227,22 +260,36 @@ pub fn truncate(text: &str, max: usize) -> String {
     format!("{}...", &text[..end])
 }
 
-/// The objects in `store` that name the Workspace `ws`: what a Workspace change must wake up.
-pub fn naming_workspace<K>(
-    store: &kube::runtime::reflector::Store<K>,
-    ws: &crate::api::Workspace,
-    workspace_ref: impl Fn(&K) -> &crate::api::WorkspaceRef,
-) -> Vec<kube::runtime::reflector::ObjectRef<K>>
+/// The objects in `store` in the namespace of `changed` that `refers` says name it: what a change of a
+/// referenced object must wake up.
+pub fn referring<K>(
+    store: &Store<K>,
+    changed: &impl Resource,
+    refers: impl Fn(&K) -> bool,
+) -> Vec<ObjectRef<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    let (ns, name) = (ws.namespace(), ws.name_any());
+    let ns = changed.meta().namespace.as_deref();
     store
         .state()
         .into_iter()
-        .filter(|o| o.namespace() == ns && workspace_ref(o).name == name)
-        .map(|o| kube::runtime::reflector::ObjectRef::from_obj(&*o))
+        .filter(|o| o.meta().namespace.as_deref() == ns && refers(o))
+        .map(|o| ObjectRef::from_obj(&*o))
         .collect()
+}
+
+/// The objects in `store` that name the Workspace `ws`: what a Workspace change must wake up.
+pub fn naming_workspace<K>(
+    store: &Store<K>,
+    ws: &crate::api::Workspace,
+    workspace_ref: impl Fn(&K) -> &crate::api::WorkspaceRef,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let name = ws.name_any();
+    referring(store, ws, |o| workspace_ref(o).name == name)
 }
 
 /// Adds `finalizer` to a live object that lacks it and returns the updated object, so the same pass goes
@@ -327,5 +374,24 @@ mod tests {
         let long = "é".repeat(600);
         let t = truncate(&long, 1024);
         assert!(t.len() <= 1024 && t.ends_with("..."));
+    }
+
+    /// Managed fields and kubectl's copy go; other annotations (the detach policy) stay.
+    #[test]
+    fn trimming_keeps_what_controllers_read() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let mut cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "x",
+                "annotations": {LAST_APPLIED: "{}", "azureml-operator.io/reconcile-policy": "detach"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
+            }
+        }))
+        .expect("object");
+        trim_for_store(&mut cm);
+        assert!(cm.metadata.managed_fields.is_none());
+        let annotations = cm.metadata.annotations.expect("annotations");
+        assert_eq!(annotations.len(), 1);
+        assert_eq!(annotations["azureml-operator.io/reconcile-policy"], "detach");
     }
 }

@@ -9,7 +9,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
@@ -414,13 +413,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         ),
         None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
     };
-    // Trimmed before the store: the cache holds every ModelRegistration for the operator's lifetime.
-    let (reader, writer) = reflector::store();
-    let stream = watcher(mregs, super::watch_config())
-        .default_backoff()
-        .modify(super::finetunejob::cache::trim_for_store)
-        .reflect(writer)
-        .applied_objects();
+    let (stream, reader) = super::cached_watch(mregs);
     let controller = Controller::for_stream(stream, reader)
         .with_config(controller::Config::default().concurrency(super::MAX_CONCURRENT_RECONCILES));
     let by_job = controller.store();
@@ -432,16 +425,10 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .watches_stream(
             watcher(jobs, super::watch_config()).default_backoff().touched_objects(),
             move |job: PartialObjectMeta<FineTuneJob>| {
-                let (ns, name) = (job.namespace(), job.name_any());
-                by_job
-                    .state()
-                    .into_iter()
-                    .filter(|m| {
-                        m.namespace() == ns
-                            && m.spec.source.fine_tune_job_ref.as_ref().is_some_and(|r| r.name == name)
-                    })
-                    .map(|m| ObjectRef::from_obj(&*m))
-                    .collect::<Vec<_>>()
+                let name = job.name_any();
+                super::referring(&by_job, &job, |m| {
+                    m.spec.source.fine_tune_job_ref.as_ref().is_some_and(|r| r.name == name)
+                })
             },
         )
         .watches(workspaces, super::watch_config(), move |ws: Workspace| {

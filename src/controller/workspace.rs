@@ -9,7 +9,6 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
@@ -189,13 +188,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
         ),
     };
-    // Trimmed before the store, as the other kinds are.
-    let (reader, writer) = reflector::store();
-    let stream = watcher(workspaces, super::watch_config())
-        .default_backoff()
-        .modify(super::finetunejob::cache::trim_for_store)
-        .reflect(writer)
-        .applied_objects();
+    let (stream, reader) = super::cached_watch(workspaces);
     let controller = Controller::for_stream(stream, reader)
         .with_config(controller::Config::default().concurrency(super::MAX_CONCURRENT_RECONCILES));
     let store = controller.store();
@@ -206,14 +199,8 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .watches_stream(
             watcher(secrets, super::watch_config()).default_backoff().touched_objects(),
             move |secret: PartialObjectMeta<Secret>| {
-                let ns = secret.namespace();
                 let name = secret.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|ws| ws.namespace() == ns && names_secret(ws, &name))
-                    .map(|ws| ObjectRef::from_obj(&*ws))
-                    .collect::<Vec<_>>()
+                super::referring(&store, &secret, |ws| names_secret(ws, &name))
             },
         )
         .shutdown_on_signal()

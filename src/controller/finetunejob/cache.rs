@@ -4,7 +4,7 @@
 //!
 //! Lookups are single-flight: concurrent misses for the same key wait for one fetch instead of
 //! sending one request each (what a thousand jobs applied together would otherwise do). Errors are
-//! never cached. [`trim_for_store`] keeps the controllers' object caches small.
+//! never cached.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -56,20 +56,6 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     /// Forgets `key`, so the next lookup reads Azure again (after we changed the resource ourselves).
     pub fn invalidate(&self, key: &K) {
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
-    }
-}
-
-/// The annotation `kubectl apply` fills with a copy of the whole manifest.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// Drops what no controller reads before an object enters a reflector store: `managedFields` (often
-/// larger than the spec) and kubectl's last-applied copy of the manifest. With thousands of objects
-/// cached this is most of the operator's memory.
-pub fn trim_for_store<K: kube::Resource>(obj: &mut K) {
-    let meta = obj.meta_mut();
-    meta.managed_fields = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove(LAST_APPLIED);
     }
 }
 
@@ -165,25 +151,6 @@ mod tests {
             assert_eq!(v, Ok(0));
             assert_eq!(calls.load(Ordering::SeqCst), expected_calls);
         }
-    }
-
-    /// Managed fields and kubectl's copy go; other annotations (the detach policy) stay.
-    #[test]
-    fn trimming_keeps_what_controllers_read() {
-        use k8s_openapi::api::core::v1::ConfigMap;
-        let mut cm: ConfigMap = serde_json::from_value(serde_json::json!({
-            "metadata": {
-                "name": "x",
-                "annotations": {LAST_APPLIED: "{}", "azureml-operator.io/reconcile-policy": "detach"},
-                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
-            }
-        }))
-        .expect("object");
-        trim_for_store(&mut cm);
-        assert!(cm.metadata.managed_fields.is_none());
-        let annotations = cm.metadata.annotations.expect("annotations");
-        assert_eq!(annotations.len(), 1);
-        assert_eq!(annotations["azureml-operator.io/reconcile-policy"], "detach");
     }
 
     /// Invalidation forces a fresh read inside the TTL.

@@ -18,8 +18,8 @@ use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::{Predicate, WatchStreamExt, predicates};
 use kube::{Resource, ResourceExt};
 
 use super::connection::{Connection, connect};
@@ -770,19 +770,14 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         }
         None => (Api::all(client.clone()), Api::all(client)),
     };
-    let (reader, writer) = reflector::store();
+    let (applied, reader) = super::cached_watch(jobs);
     let caches = Arc::new(Caches::new(ctx.policy.scale));
     // Our own status writes change neither generation, finalizers nor annotations, so they do not
     // bring the object back: progress is driven by requeues, spec edits, deletion and the detach annotation.
-    let trigger = watcher(jobs, super::watch_config())
-        .default_backoff()
-        .modify(cache::trim_for_store)
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(
-            predicates::generation.combine(predicates::finalizers).combine(predicates::annotations),
-            Default::default(),
-        );
+    let trigger = applied.predicate_filter(
+        predicates::generation.combine(predicates::finalizers).combine(predicates::annotations),
+        Default::default(),
+    );
     let controller = Controller::for_stream(trigger, reader.clone())
         .with_config(controller::Config::default().concurrency(super::MAX_CONCURRENT_RECONCILES));
     let by_workspace = reader.clone();

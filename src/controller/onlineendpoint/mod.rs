@@ -19,8 +19,6 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
 use self::decide::{
@@ -978,12 +976,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client))
         }
     };
-    let (reader, writer) = reflector::store();
-    let trigger = watcher(endpoints, super::watch_config())
-        .default_backoff()
-        .modify(super::finetunejob::cache::trim_for_store)
-        .reflect(writer)
-        .applied_objects();
+    let (trigger, reader) = super::cached_watch(endpoints);
     let controller = Controller::for_stream(trigger, reader)
         .with_config(controller::Config::default().concurrency(super::MAX_CONCURRENT_RECONCILES));
     let by_model = controller.store();
@@ -994,20 +987,13 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .owns(secrets, super::watch_config().labels(&managed))
         // A new model version in a referenced ModelRegistration rolls the deployments serving it.
         .watches(mregs, super::watch_config(), move |m: ModelRegistration| {
-            let (ns, name) = (m.namespace(), m.name_any());
-            by_model
-                .state()
-                .into_iter()
-                .filter(|oe| {
-                    oe.namespace() == ns
-                        && oe
-                            .spec
-                            .deployments
-                            .iter()
-                            .any(|d| d.model.model_registration_ref.as_ref().is_some_and(|r| r.name == name))
-                })
-                .map(|oe| ObjectRef::from_obj(&*oe))
-                .collect::<Vec<_>>()
+            let name = m.name_any();
+            super::referring(&by_model, &m, |oe| {
+                oe.spec
+                    .deployments
+                    .iter()
+                    .any(|d| d.model.model_registration_ref.as_ref().is_some_and(|r| r.name == name))
+            })
         })
         .watches(workspaces, super::watch_config(), move |ws: Workspace| {
             super::naming_workspace(&by_workspace, &ws, |o| &o.spec.workspace_ref)
